@@ -1,0 +1,88 @@
+"""The BPF prefilter: let through only the packets the parsers can use.
+
+The same expression goes to the kernel on a live interface and to libpcap (through tcpdump) when
+replaying a file, so a replay measures what the sensor would see. Traps it avoids (measured on the
+benchmark workload, see ../shared/bench/README.md): ``tcp[]``/``udp[]``/``ip[]`` index IPv4 only,
+so IPv6 gets its own clauses with fixed offsets (no extension headers: those packets fall to the
+tunnel/port clauses or are missed by the filter, never by the parser), and ``vlan`` shifts every
+later offset, so the whole expression is repeated after one and two ``vlan`` keywords.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from monitor.decode.packet import GENEVE_PORT, VXLAN_PORT
+
+
+@dataclass(frozen=True, slots=True)
+class PortConfig:
+    dns: frozenset[int]
+    tls: frozenset[int]
+    http: frozenset[int]
+
+
+def _ports(proto: str, direction: str, ports: Iterable[int]) -> str:
+    items = sorted(set(ports))
+    return "(" + " or ".join(f"{proto} {direction} port {p}" for p in items) + ")"
+
+
+def build_filter(ports: PortConfig) -> str:
+    """A libpcap expression for DNS, client payload on TLS/HTTP ports, TLS on any port, tunnels."""
+    dns_any = " or ".join(f"port {p}" for p in sorted(ports.dns))
+    client_ports = sorted(ports.tls | ports.http)
+    tcp_dst = _ports("tcp", "dst", client_ports)
+    # IPv4: client segments with payload (IP total length - IP header - TCP header > 0).
+    v4_payload = "ip[2:2] - ((ip[0]&0xf)<<2) - ((tcp[12]&0xf0)>>2) > 0"
+    v4 = f"(ip and {tcp_dst} and {v4_payload})"
+    # Any port where the client's first payload byte starts a TLS handshake record.
+    v4_hello = f"(ip and tcp and {v4_payload} and tcp[((tcp[12]&0xf0)>>2)] = 0x16)"
+    # IPv6 without extension headers: TCP header at 40, flags at 53, data offset at 52.
+    v6_payload = "ip6[4:2] - ((ip6[52]&0xf0)>>2) > 0"
+    v6 = f"(ip6 and ip6[6] = 6 and {tcp_dst} and {v6_payload})"
+    v6_hello = f"(ip6 and ip6[6] = 6 and {v6_payload} and ip6[40 + ((ip6[52]&0xf0)>>2)] = 0x16)"
+    tunnels = f"(udp port {VXLAN_PORT} or udp port {GENEVE_PORT} or ip proto 47 or ip6 proto 47)"
+    core = f"({dns_any} or {v4} or {v6} or {v4_hello} or {v6_hello} or {tunnels})"
+    return f"{core} or (vlan and ({core} or (vlan and {core})))"
+
+
+class PrefilterUnavailable(RuntimeError):
+    """tcpdump is missing or refused the file; the caller falls back to reading everything."""
+
+
+def tcpdump_path() -> str | None:
+    return shutil.which("tcpdump")
+
+
+@contextmanager
+def filtered_stream(path: Path, expression: str) -> Iterator[BinaryIO]:
+    """Yield tcpdump's filtered pcap output for ``path`` (libpcap reads pcap and pcapng).
+
+    tcpdump runs as a separate process, so filtering and parsing use both cores.
+    """
+    exe = tcpdump_path()
+    if exe is None:
+        raise PrefilterUnavailable("tcpdump not found")
+    proc = subprocess.Popen(
+        [exe, "-n", "-r", str(path), "--time-stamp-precision=nano", "-w", "-", expression],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        bufsize=1 << 20,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        yield proc.stdout
+    finally:
+        proc.stdout.close()
+        err = proc.stderr.read().decode(errors="replace")
+        proc.stderr.close()
+        rc = proc.wait()
+    if rc != 0:
+        lines = [ln for ln in err.splitlines() if not ln.startswith("reading from file")]
+        raise PrefilterUnavailable(f"tcpdump exited {rc}: {' '.join(lines)[:300]}")

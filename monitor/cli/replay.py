@@ -1,0 +1,142 @@
+"""``egress-monitor replay``: run the detection pipeline over capture files.
+
+Incident reviews and the tests use this path; it is the live sensor's pipeline fed from files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import IO, Any
+
+from monitor.blocklist.loader import BlocklistError, load_blocklists, shipped_blocklist_dir
+from monitor.capture.files import ReplayStats, expand_capture_paths, replay_frames
+from monitor.capture.prefilter import PortConfig, build_filter, tcpdump_path
+from monitor.cli.summary import print_summary
+from monitor.events.ecs import dumps, to_ecs
+from monitor.pipeline.detection import Detection
+from monitor.pipeline.engine import Engine, EngineConfig
+
+
+def port_list(text: str) -> frozenset[int]:
+    try:
+        ports = frozenset(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a comma-separated list of ports: {text!r}") from None
+    if not ports or any(not 0 < p < 65536 for p in ports):
+        raise argparse.ArgumentTypeError(f"ports must be 1-65535: {text!r}")
+    return ports
+
+
+def add_engine_options(p: argparse.ArgumentParser) -> None:
+    d = EngineConfig()
+    p.add_argument(
+        "--blocklist",
+        action="append",
+        metavar="PATH",
+        default=None,
+        help="blocklist file or directory (repeatable; default: the shipped lists)",
+    )
+    p.add_argument("--dns-ports", type=port_list, default=d.dns_ports, metavar="LIST")
+    p.add_argument(
+        "--tls-ports",
+        type=port_list,
+        default=d.tls_ports,
+        metavar="LIST",
+        help="TLS ports (default 443,8443); a ClientHello on any port is seen too",
+    )
+    p.add_argument(
+        "--http-ports",
+        type=port_list,
+        default=d.http_ports,
+        metavar="LIST",
+        help="HTTP and proxy ports (default 80,8080,3128,8000)",
+    )
+    p.add_argument("--max-flows", type=int, default=d.max_flows, metavar="N")
+    p.add_argument("--flow-timeout", type=float, default=d.flow_idle_timeout_s, metavar="SECONDS")
+
+
+def engine_config(args: argparse.Namespace) -> EngineConfig:
+    return EngineConfig(
+        dns_ports=args.dns_ports,
+        tls_ports=args.tls_ports,
+        http_ports=args.http_ports,
+        max_flows=args.max_flows,
+        flow_idle_timeout_s=args.flow_timeout,
+    )
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="detect vendor access in pcap/pcapng files",
+        description="Replay capture files (or directories of them) through the detection "
+        "pipeline and write one JSON event per vendor access.",
+    )
+    p.add_argument("captures", nargs="+", metavar="PCAP_OR_DIR")
+    p.add_argument(
+        "--events",
+        default="-",
+        metavar="FILE|-",
+        help="where to write JSON-lines events (default: - for stdout)",
+    )
+    p.add_argument(
+        "--no-prefilter",
+        action="store_true",
+        help="read every packet in Python instead of filtering with tcpdump/libpcap",
+    )
+    p.add_argument("--quiet", "-q", action="store_true", help="no summary table on stderr")
+    add_engine_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        matcher = load_blocklists(args.blocklist or [shipped_blocklist_dir()])
+    except BlocklistError as exc:
+        print(f"egress-monitor: {exc}", file=sys.stderr)
+        return 2
+    for warning in matcher.warnings:
+        print(f"egress-monitor: warning: {warning}", file=sys.stderr)
+    try:
+        paths = expand_capture_paths(args.captures)
+    except FileNotFoundError as exc:
+        print(f"egress-monitor: {exc}", file=sys.stderr)
+        return 2
+    config = engine_config(args)
+    prefilter: str | None = None
+    if not args.no_prefilter:
+        if tcpdump_path() is None:
+            print(
+                "egress-monitor: warning: tcpdump not found, reading every packet in Python "
+                "(install tcpdump for the BPF prefilter)",
+                file=sys.stderr,
+            )
+        else:
+            prefilter = build_filter(
+                PortConfig(config.dns_ports, config.tls_ports, config.http_ports)
+            )
+    out: IO[str]
+    out = sys.stdout if args.events == "-" else open(args.events, "w", encoding="utf-8")  # noqa: SIM115
+    write = out.write
+
+    def emit(d: Detection) -> None:
+        write(dumps(to_ecs(d)) + "\n")
+
+    engine = Engine(matcher, emit, config)
+    rstats = ReplayStats()
+    started = time.perf_counter()
+    process = engine.process
+    try:
+        for ts, linktype, data, _wirelen in replay_frames(paths, prefilter, rstats):
+            process(ts, linktype, data)
+    finally:
+        if out is not sys.stdout:
+            out.close()
+        else:
+            out.flush()
+    elapsed = time.perf_counter() - started
+    if not args.quiet:
+        print_summary(engine, rstats, matcher, elapsed, prefilter is not None)
+    return 0

@@ -1,0 +1,76 @@
+"""The replay summary on stderr: what was read, what was found, what could not be parsed.
+
+Counts by vendor and protocol only: a summary that listed names or addresses would leak
+browsing into a terminal scroll-back.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from monitor.blocklist.matcher import Matcher
+from monitor.capture.files import ReplayStats
+from monitor.pipeline.engine import Engine
+
+
+def print_summary(
+    engine: Engine, rstats: ReplayStats, matcher: Matcher, elapsed: float, prefiltered: bool
+) -> None:
+    console = Console(stderr=True)
+    stats = engine.stats
+    dec = engine.decoder.stats
+
+    hits = Table(title="Vendor access detected", title_justify="left")
+    hits.add_column("vendor")
+    protocols = sorted(stats.by_protocol)
+    for proto in protocols:
+        hits.add_column(proto, justify="right")
+    hits.add_column("total", justify="right", style="bold")
+    per: dict[str, dict[str, int]] = {}
+    for (vendor, proto), n in stats.by_vendor_protocol.items():
+        per.setdefault(vendor, {})[proto] = n
+    for vendor in sorted(per):
+        row = per[vendor]
+        name = matcher.vendors[vendor].name if vendor in matcher.vendors else vendor
+        hits.add_row(name, *(str(row.get(p, 0)) for p in protocols), str(sum(row.values())))
+    if not per:
+        hits.add_row("(none)")
+    console.print(hits)
+
+    t = Table(title="Replay", title_justify="left", show_header=False)
+    t.add_column("what")
+    t.add_column("count", justify="right")
+    rate = rstats.frames / elapsed if elapsed > 0 else 0.0
+    rows: list[tuple[str, object]] = [
+        ("files", rstats.files),
+        ("packets read" + (" (after BPF prefilter)" if prefiltered else ""), rstats.frames),
+        ("bytes read", rstats.bytes),
+        ("seconds", f"{elapsed:.2f}"),
+        ("packets/s", f"{rate:,.0f}"),
+        ("IP packets decoded", dec.ip_packets),
+        ("truncated or malformed frames", dec.truncated),
+        ("non-IP frames", dec.non_ip),
+        ("unknown link types", dec.unknown_linktype),
+        ("IPv4 fragments skipped", dec.ipv4_fragments),
+        ("IPv6 fragments skipped", dec.ipv6_fragments),
+        ("DNS messages", stats.dns_messages),
+        ("DNS parse errors", stats.dns_parse_errors),
+        ("TLS ClientHellos", stats.tls_client_hellos),
+        ("TLS parse errors", stats.tls_parse_errors),
+        ("TLS hellos over size limit", stats.tls_hello_too_large),
+        ("HTTP requests", stats.http_requests),
+        ("HTTP parse errors", stats.http_parse_errors),
+        ("TCP streams given up (hold budget)", stats.stream_overflow),
+        ("flows tracked (created)", engine.flows.stats.created),
+        ("flows evicted (table full)", engine.flows.stats.evicted),
+        ("flows expired (idle)", engine.flows.stats.expired),
+        ("detections", stats.detections),
+    ]
+    for name, count in sorted(dec.tunnels.items()):
+        rows.append((f"{name} tunnel packets opened", count))
+    for what, value in rows:
+        t.add_row(what, str(value))
+    console.print(t)
+    for warning in rstats.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")

@@ -1,0 +1,441 @@
+"""From frames to detections: decode, pick the protocol, reassemble, parse, match.
+
+This is the one code path behind both replay and live capture. It holds all per-flow state in
+bounded tables and turns every parse failure into a counter. Only names that match the blocklist
+leave this module; everything else is forgotten as soon as it has been looked at.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from monitor.blocklist.matcher import Matcher
+from monitor.blocklist.model import Match
+from monitor.decode.packet import PROTO_TCP, PROTO_UDP, Decoder, Packet
+from monitor.flows.table import FlowTable
+from monitor.flows.tcp_stream import StreamStats, TcpStream
+from monitor.pipeline.detection import Detection
+from monitor.protocols.dns import (
+    DnsMessage,
+    DnsParseError,
+    DnsTcpFramer,
+    cname_chain,
+    parse_message,
+)
+from monitor.protocols.http import (
+    HttpParseError,
+    HttpRequest,
+    HttpRequestStream,
+    looks_like_request_start,
+)
+from monitor.protocols.tls import (
+    ClientHello,
+    HelloStatus,
+    TlsParseError,
+    looks_like_client_hello_start,
+    scan_client_hello,
+)
+
+TCP_FIN = 0x01
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+
+QTYPE_NAMES = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    12: "PTR",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    64: "SVCB",
+    65: "HTTPS",
+    255: "ANY",
+}
+RCODE_NAMES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
+
+
+@dataclass(slots=True)
+class EngineConfig:
+    """Ports and bounds; defaults are what the issue and the field expect."""
+
+    dns_ports: frozenset[int] = frozenset({53})
+    tls_ports: frozenset[int] = frozenset({443, 8443})
+    http_ports: frozenset[int] = frozenset({80, 8080, 3128, 8000})
+    max_flows: int = 65536
+    flow_idle_timeout_s: float = 120.0
+    max_hello_bytes: int = 16384
+    max_http_head_bytes: int = 16384
+    max_dns_transactions: int = 65536
+    dns_transaction_timeout_s: float = 30.0
+
+
+@dataclass(slots=True)
+class EngineStats:
+    dns_messages: int = 0
+    dns_parse_errors: int = 0
+    dns_tcp_resyncs: int = 0
+    tls_client_hellos: int = 0
+    tls_parse_errors: int = 0
+    tls_not_tls: int = 0
+    tls_hello_too_large: int = 0
+    stream_overflow: int = 0
+    http_requests: int = 0
+    http_parse_errors: int = 0
+    http_tunnels: int = 0
+    detections: int = 0
+    by_protocol: dict[str, int] = field(default_factory=dict)
+    by_evidence: dict[str, int] = field(default_factory=dict)
+    by_vendor_protocol: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class _Flow:
+    """State of one client-to-server (or, for DNS, one-way) TCP direction."""
+
+    __slots__ = ("buf", "done", "framer", "http", "kind", "last_seen", "stream")
+
+    def __init__(self, kind: str, stream: TcpStream, last_seen: int) -> None:
+        self.kind = kind  # "tls" | "http" | "dns"
+        self.stream: TcpStream | None = stream
+        self.last_seen = last_seen
+        self.buf = bytearray()
+        self.http: HttpRequestStream | None = None
+        self.framer: DnsTcpFramer | None = None
+        self.done = False
+
+
+class _Seen:
+    __slots__ = ("last_seen",)
+
+    def __init__(self, ts: int) -> None:
+        self.last_seen = ts
+
+
+def _http_or_tls_start(data: bytes) -> bool:
+    return looks_like_request_start(data) or looks_like_client_hello_start(data)
+
+
+def _any_start(data: bytes) -> bool:
+    return True
+
+
+class Engine:
+    """Feed it frames with :meth:`process`; detections go to the ``emit`` callback."""
+
+    def __init__(
+        self,
+        matcher: Matcher,
+        emit: Callable[[Detection], None],
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.matcher = matcher
+        self.emit_detection = emit
+        self.config = config or EngineConfig()
+        self.decoder = Decoder()
+        self.stats = EngineStats()
+        self.stream_stats = StreamStats()
+        cfg = self.config
+        self.flows: FlowTable[_Flow] = FlowTable(cfg.max_flows, cfg.flow_idle_timeout_s)
+        self.dns_transactions: FlowTable[_Seen] = FlowTable(
+            cfg.max_dns_transactions, cfg.dns_transaction_timeout_s
+        )
+        self.last_packet_ts = 0
+
+    # -- entry point --------------------------------------------------------------------------
+
+    def process(self, ts: int, linktype: int, data: bytes) -> None:
+        pkt = self.decoder.decode(ts, linktype, data)
+        if pkt is None:
+            return
+        self.last_packet_ts = ts
+        if pkt.proto == PROTO_UDP:
+            ports = self.config.dns_ports
+            if pkt.dport in ports or pkt.sport in ports:
+                self._dns_message(pkt, pkt.payload, "udp")
+        elif pkt.proto == PROTO_TCP:
+            self._tcp(pkt)
+        self.flows.tick(ts)
+        self.dns_transactions.tick(ts)
+
+    def swap_matcher(self, matcher: Matcher) -> None:
+        """Atomically use a new blocklist; flow state is kept, nothing in flight is lost."""
+        self.matcher = matcher
+
+    # -- DNS ----------------------------------------------------------------------------------
+
+    def _dns_message(self, pkt: Packet, data: bytes, transport: str) -> None:
+        try:
+            msg = parse_message(data)
+        except DnsParseError:
+            self.stats.dns_parse_errors += 1
+            return
+        self.stats.dns_messages += 1
+        if not msg.questions:
+            return
+        qname = msg.questions[0].name
+        match = self.matcher.match_name(qname)
+        if not msg.is_response:
+            if match is None:
+                return
+            key = (pkt.src, pkt.sport, pkt.dst, pkt.dport, msg.id, qname)
+            if self._seen_transaction(key, pkt.ts):
+                return
+            self._emit(pkt, "dns-query", "dns", transport, match, self._dns_details(msg, None))
+            return
+        if match is not None:
+            # The response alone stands for the transaction when its query was not captured.
+            key = (pkt.dst, pkt.dport, pkt.src, pkt.sport, msg.id, qname)
+            if self._seen_transaction(key, pkt.ts):
+                return
+            self._emit(pkt, "dns-query", "dns", transport, match, self._dns_details(msg, None))
+            return
+        for target in cname_chain(msg):
+            cmatch = self.matcher.match_name(target)
+            if cmatch is not None:
+                self._emit(
+                    pkt, "dns-cname", "dns", transport, cmatch, self._dns_details(msg, target)
+                )
+                return
+
+    def _seen_transaction(self, key: tuple[Any, ...], ts: int) -> bool:
+        seen = self.dns_transactions.get(key)
+        if seen is not None:
+            seen.last_seen = ts
+            return True
+        self.dns_transactions.add(key, _Seen(ts))
+        return False
+
+    @staticmethod
+    def _dns_details(msg: DnsMessage, cname_target: str | None) -> dict[str, Any]:
+        q = msg.questions[0]
+        dns: dict[str, Any] = {
+            "type": "answer" if msg.is_response else "query",
+            "id": msg.id,
+            "question": {"name": q.name, "type": QTYPE_NAMES.get(q.qtype, f"TYPE{q.qtype}")},
+        }
+        if msg.is_response:
+            dns["response_code"] = RCODE_NAMES.get(msg.rcode, str(msg.rcode))
+        if cname_target is not None:
+            # Only the CNAME links that lead to the vendor name: the rest of the answer could be
+            # anything and is none of the sensor's business.
+            chain = []
+            want = q.name
+            for owner, target, ttl in msg.cnames:
+                if owner == want:
+                    chain.append({"name": owner, "type": "CNAME", "data": target, "ttl": ttl})
+                    want = target
+                    if target == cname_target:
+                        break
+            dns["answers"] = chain
+        return {"dns": dns}
+
+    # -- TCP ----------------------------------------------------------------------------------
+
+    def _tcp(self, pkt: Packet) -> None:
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        flow = self.flows.get(key)
+        flags = pkt.flags
+        if flow is None:
+            if flags & TCP_RST:
+                return
+            is_syn = flags & TCP_SYN and not flags & TCP_ACK
+            if not pkt.payload and not is_syn:
+                return
+            kind = self._classify(pkt, bool(is_syn))
+            if kind is None:
+                return
+            flow = self._new_flow(kind, pkt.ts)
+            self.flows.add(key, flow)
+        flow.last_seen = pkt.ts
+        if flow.done:
+            if flags & (TCP_FIN | TCP_RST):
+                self.flows.remove(key)
+            return
+        stream = flow.stream
+        assert stream is not None
+        if flags & TCP_SYN:
+            stream.syn(pkt.seq)
+        if pkt.payload:
+            data = stream.push(pkt.seq, pkt.payload)
+            if data is None:
+                self.stats.stream_overflow += 1
+                self._finish(flow)
+            elif data:
+                if flow.kind == "tls":
+                    self._tls_data(flow, pkt, data)
+                elif flow.kind == "http":
+                    self._http_data(flow, pkt, data)
+                else:
+                    self._dns_tcp_data(flow, pkt, data)
+        if flags & (TCP_FIN | TCP_RST):
+            self.flows.remove(key)
+
+    def _classify(self, pkt: Packet, is_syn: bool) -> str | None:
+        cfg = self.config
+        dport = pkt.dport
+        if dport in cfg.dns_ports or pkt.sport in cfg.dns_ports:
+            return "dns"
+        if dport in cfg.http_ports:
+            return "http"
+        if dport in cfg.tls_ports:
+            return "tls"
+        if is_syn:
+            return None
+        if pkt.sport in cfg.tls_ports or pkt.sport in cfg.http_ports:
+            return None  # the server's side of a connection
+        if looks_like_client_hello_start(pkt.payload):
+            return "tls"  # TLS on a port nobody told us about
+        return None
+
+    def _new_flow(self, kind: str, ts: int) -> _Flow:
+        if kind == "tls":
+            flow = _Flow(kind, TcpStream(looks_like_client_hello_start, self.stream_stats), ts)
+        elif kind == "http":
+            flow = _Flow(kind, TcpStream(_http_or_tls_start, self.stream_stats), ts)
+        else:
+            flow = _Flow(kind, TcpStream(_any_start, self.stream_stats), ts)
+            flow.framer = DnsTcpFramer()
+        return flow
+
+    @staticmethod
+    def _finish(flow: _Flow) -> None:
+        """Drop a flow's buffers but remember it, so later segments are ignored cheaply."""
+        flow.done = True
+        flow.stream = None
+        flow.buf = bytearray()
+        flow.http = None
+        flow.framer = None
+
+    def _tls_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
+        buf = flow.buf
+        buf += data
+        try:
+            scan = scan_client_hello(buf, self.config.max_hello_bytes)
+        except TlsParseError:
+            self.stats.tls_parse_errors += 1
+            self._finish(flow)
+            return
+        status = scan.status
+        if status is HelloStatus.NEED_MORE:
+            return
+        if status is HelloStatus.DONE:
+            assert scan.hello is not None
+            self.stats.tls_client_hellos += 1
+            self._hello(pkt, scan.hello)
+        elif status is HelloStatus.NOT_TLS:
+            self.stats.tls_not_tls += 1
+        else:
+            self.stats.tls_hello_too_large += 1
+        self._finish(flow)
+
+    def _hello(self, pkt: Packet, hello: ClientHello) -> None:
+        if hello.server_name is None:
+            return
+        match = self.matcher.match_name(hello.server_name)
+        if match is None:
+            return
+        tls: dict[str, Any] = {"client": {"server_name": hello.server_name}}
+        client = tls["client"]
+        if hello.alpn:
+            client["alpn"] = list(hello.alpn)
+        client["ech_offered"] = hello.has_ech
+        self._emit(pkt, "tls-sni", "tls", "tcp", match, {"tls": tls})
+
+    def _http_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
+        parser = flow.http
+        if parser is None:
+            if looks_like_client_hello_start(data):
+                flow.kind = "tls"  # TLS spoken on an HTTP port
+                self._tls_data(flow, pkt, data)
+                return
+            parser = flow.http = HttpRequestStream(self.config.max_http_head_bytes)
+        try:
+            requests = parser.feed(data)
+        except HttpParseError:
+            self.stats.http_parse_errors += 1
+            self._finish(flow)
+            return
+        for req in requests:
+            self.stats.http_requests += 1
+            self._request(pkt, req)
+        if parser.tunnel:
+            # CONNECT: what follows is the client's side of the tunnel, normally a ClientHello
+            # whose SNI may name another host than the CONNECT authority.
+            self.stats.http_tunnels += 1
+            flow.kind = "tls"
+            flow.http = None
+            rest = parser.take_tunnel_bytes()
+            if rest:
+                self._tls_data(flow, pkt, rest)
+
+    def _request(self, pkt: Packet, req: HttpRequest) -> None:
+        if req.host is None:
+            return
+        match = self.matcher.match_name(req.host)
+        if match is None:
+            return
+        connect = req.host_source == "connect"
+        url: dict[str, Any] = {"domain": req.host}
+        if req.port is not None:
+            url["port"] = req.port
+        details: dict[str, Any] = {
+            "url": url,
+            "http": {
+                "request": {"method": req.method},
+                "version": req.version.removeprefix("HTTP/"),
+            },
+        }
+        self._emit(pkt, "http-connect" if connect else "http-host", "http", "tcp", match, details)
+
+    def _dns_tcp_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
+        framer = flow.framer
+        assert framer is not None
+        try:
+            messages = framer.feed(data)
+        except DnsParseError:
+            # Lost the message boundary (we joined mid-stream): start again at the next segment.
+            self.stats.dns_tcp_resyncs += 1
+            flow.framer = DnsTcpFramer()
+            return
+        for msg in messages:
+            self._dns_message(pkt, msg, "tcp")
+
+    # -- output -------------------------------------------------------------------------------
+
+    def _emit(
+        self,
+        pkt: Packet,
+        evidence: str,
+        protocol: str,
+        transport: str,
+        match: Match,
+        details: dict[str, Any],
+    ) -> None:
+        stats = self.stats
+        stats.detections += 1
+        vp = (match.indicator.vendor.id, protocol)
+        stats.by_vendor_protocol[vp] = stats.by_vendor_protocol.get(vp, 0) + 1
+        stats.by_protocol[protocol] = stats.by_protocol.get(protocol, 0) + 1
+        stats.by_evidence[evidence] = stats.by_evidence.get(evidence, 0) + 1
+        self.emit_detection(
+            Detection(
+                ts=pkt.ts,
+                evidence=evidence,
+                protocol=protocol,
+                transport=transport,
+                version=pkt.version,
+                src=pkt.src,
+                dst=pkt.dst,
+                sport=pkt.sport,
+                dport=pkt.dport,
+                match=match,
+                details=details,
+                vlan=pkt.vlan,
+                tunnel=pkt.tunnel,
+            )
+        )
