@@ -11,12 +11,12 @@ import time
 from typing import IO, Any
 
 from monitor.blocklist.loader import BlocklistError, load_blocklists, shipped_blocklist_dir
-from monitor.capture.files import ReplayStats, expand_capture_paths, replay_frames
-from monitor.capture.prefilter import PortConfig, build_filter, tcpdump_path
+from monitor.capture.files import expand_capture_paths
 from monitor.cli.summary import print_summary
 from monitor.events.ecs import dumps, to_ecs
 from monitor.pipeline.detection import Detection
-from monitor.pipeline.engine import Engine, EngineConfig
+from monitor.pipeline.engine import EngineConfig
+from monitor.pipeline.replay import prefilter_for, replay_files
 
 
 def port_list(text: str) -> frozenset[int]:
@@ -107,15 +107,12 @@ def run(args: argparse.Namespace) -> int:
     config = engine_config(args)
     prefilter: str | None = None
     if not args.no_prefilter:
-        if tcpdump_path() is None:
+        prefilter = prefilter_for(config)
+        if prefilter is None:
             print(
                 "egress-monitor: warning: tcpdump not found, reading every packet in Python "
                 "(install tcpdump for the BPF prefilter)",
                 file=sys.stderr,
-            )
-        else:
-            prefilter = build_filter(
-                PortConfig(config.dns_ports, config.tls_ports, config.http_ports)
             )
     out: IO[str]
     out = sys.stdout if args.events == "-" else open(args.events, "w", encoding="utf-8")  # noqa: SIM115
@@ -124,13 +121,9 @@ def run(args: argparse.Namespace) -> int:
     def emit(d: Detection) -> None:
         write(dumps(to_ecs(d)) + "\n")
 
-    engine = Engine(matcher, emit, config)
-    rstats = ReplayStats()
     started = time.perf_counter()
-    process = engine.process
     try:
-        for ts, linktype, data, _wirelen in replay_frames(paths, prefilter, rstats):
-            process(ts, linktype, data)
+        engine, rstats = replay_files(paths, matcher, emit, config, prefilter)
     finally:
         if out is not sys.stdout:
             out.close()

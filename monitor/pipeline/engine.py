@@ -43,6 +43,9 @@ TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
 
+# The evidence kinds this engine can produce; tests compare sample intents against this set.
+EVIDENCE_KINDS = frozenset({"dns-query", "dns-cname", "tls-sni", "http-host", "http-connect"})
+
 QTYPE_NAMES = {
     1: "A",
     2: "NS",
@@ -161,6 +164,41 @@ class Engine:
             self._tcp(pkt)
         self.flows.tick(ts)
         self.dns_transactions.tick(ts)
+
+    def counters(self) -> dict[str, int]:
+        """Every counter under one stable flat name: for summaries, metrics and tests."""
+        dec = self.decoder.stats
+        st = self.stats
+        out = {
+            "frames": dec.frames,
+            "ip_packets": dec.ip_packets,
+            "non_ip_frames": dec.non_ip,
+            "truncated_frames": dec.truncated,
+            "unknown_linktype_frames": dec.unknown_linktype,
+            "ipv4_fragments_skipped": dec.ipv4_fragments,
+            "ipv6_fragments_skipped": dec.ipv6_fragments,
+            "other_transport_packets": dec.other_transport,
+            "dns_messages": st.dns_messages,
+            "dns_parse_errors": st.dns_parse_errors,
+            "dns_tcp_resyncs": st.dns_tcp_resyncs,
+            "tls_client_hellos": st.tls_client_hellos,
+            "tls_parse_errors": st.tls_parse_errors,
+            "tls_not_tls": st.tls_not_tls,
+            "tls_hello_too_large": st.tls_hello_too_large,
+            "http_requests": st.http_requests,
+            "http_parse_errors": st.http_parse_errors,
+            "http_tunnels": st.http_tunnels,
+            "stream_overflow": st.stream_overflow,
+            "tcp_retransmitted_segments": self.stream_stats.retransmitted,
+            "tcp_out_of_order_segments": self.stream_stats.out_of_order,
+            "flows_created": self.flows.stats.created,
+            "flows_evicted": self.flows.stats.evicted,
+            "flows_expired": self.flows.stats.expired,
+            "detections": st.detections,
+        }
+        for name, n in dec.tunnels.items():
+            out[f"tunnel_{name}_packets"] = n
+        return out
 
     def swap_matcher(self, matcher: Matcher) -> None:
         """Atomically use a new blocklist; flow state is kept, nothing in flight is lost."""

@@ -1,0 +1,34 @@
+"""Replay capture files through the engine: the shared path of the CLI, the tests and reviews."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from monitor.blocklist.matcher import Matcher
+from monitor.capture.files import ReplayStats, replay_frames
+from monitor.capture.prefilter import PortConfig, build_filter, tcpdump_path
+from monitor.pipeline.detection import Detection
+from monitor.pipeline.engine import Engine, EngineConfig
+
+
+def prefilter_for(config: EngineConfig) -> str | None:
+    """The BPF expression for these ports, or None when tcpdump is not installed."""
+    if tcpdump_path() is None:
+        return None
+    return build_filter(PortConfig(config.dns_ports, config.tls_ports, config.http_ports))
+
+
+def replay_files(
+    paths: Sequence[Path],
+    matcher: Matcher,
+    emit: Callable[[Detection], None],
+    config: EngineConfig | None = None,
+    prefilter: str | None = None,
+) -> tuple[Engine, ReplayStats]:
+    engine = Engine(matcher, emit, config)
+    stats = ReplayStats()
+    process = engine.process
+    for ts, linktype, data, _wirelen in replay_frames(list(paths), prefilter, stats):
+        process(ts, linktype, data)
+    return engine, stats

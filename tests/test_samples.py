@@ -1,0 +1,54 @@
+"""Every sample capture replays to exactly its expected events, and those events say what the
+generating script intended (written from what it did, not from the sensor's output)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from monitor.pipeline.engine import EVIDENCE_KINDS
+
+ROOT = Path(__file__).resolve().parent.parent
+_spec = importlib.util.spec_from_file_location("update_expected", ROOT / "pcaps" / "update_expected.py")
+assert _spec is not None and _spec.loader is not None
+update_expected = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(update_expected)
+
+CAPTURES = update_expected.sample_captures()
+IDS = [str(p.relative_to(ROOT / "pcaps")) for p in CAPTURES]
+
+
+def test_there_are_real_and_crafted_samples() -> None:
+    groups = {p.parent.name for p in CAPTURES}
+    assert {"real", "crafted"} <= groups
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
+def test_replay_gives_exactly_the_expected_events(capture: Path) -> None:
+    expected = json.loads(update_expected.expected_path(capture).read_text())
+    docs, _ = update_expected.sensor_events(capture)
+    assert json.loads(update_expected.render(docs)) == expected
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
+def test_events_match_the_generators_intent(capture: Path) -> None:
+    intent = yaml.safe_load(update_expected.intent_path(capture).read_text())
+    docs, counters = update_expected.sensor_events(capture)
+    got = [(d["match"]["evidence"], d["match"]["name"]) for d in docs]
+    want = [(d["evidence"], d["name"]) for d in intent.get("detections") or []]
+    assert got == [w for w in want if w[0] in EVIDENCE_KINDS]
+    reported = {d["match"]["name"] for d in docs}
+    assert not reported & set(intent.get("must_not_match") or [])
+    for name, value in (intent.get("counters") or {}).items():
+        assert counters.get(name) == value, name
+
+
+@pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
+def test_bpf_prefilter_loses_nothing_on_samples(capture: Path) -> None:
+    with_filter, _ = update_expected.sensor_events(capture, prefilter=True)
+    without, _ = update_expected.sensor_events(capture, prefilter=False)
+    assert with_filter == without
