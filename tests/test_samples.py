@@ -13,7 +13,9 @@ import yaml
 from monitor.pipeline.engine import EVIDENCE_KINDS
 
 ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location("update_expected", ROOT / "pcaps" / "update_expected.py")
+_spec = importlib.util.spec_from_file_location(
+    "update_expected", ROOT / "pcaps" / "update_expected.py"
+)
 assert _spec is not None and _spec.loader is not None
 update_expected = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(update_expected)

@@ -1,0 +1,167 @@
+"""The detection engine's contract: one event per DNS transaction, per ClientHello, per HTTP
+request; CNAME chains; CONNECT tunnels; bounded flow state; nothing for non-vendor traffic."""
+
+from __future__ import annotations
+
+import dns.message
+import dns.rrset
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from monitor.blocklist.loader import load_blocklists, shipped_blocklist_dir
+from monitor.blocklist.matcher import Matcher
+from monitor.pipeline.detection import Detection
+from monitor.pipeline.engine import Engine, EngineConfig
+
+CLIENT, SERVER, RESOLVER = "192.0.2.10", "198.51.100.20", "198.51.100.53"
+
+
+@pytest.fixture(scope="module")
+def matcher() -> Matcher:
+    return load_blocklists([shipped_blocklist_dir()])
+
+
+class Run:
+    def __init__(self, matcher: Matcher, config: EngineConfig | None = None) -> None:
+        self.events: list[Detection] = []
+        self.engine = Engine(matcher, self.events.append, config)
+        self.ts = 1_700_000_000_000_000_000
+
+    def frame(self, pkt) -> None:  # type: ignore[no-untyped-def]
+        self.ts += 1_000_000
+        self.engine.process(self.ts, 1, bytes(Ether() / pkt))
+
+    @property
+    def seen(self) -> list[tuple[str, str]]:
+        return [(e.evidence, e.match.name) for e in self.events]
+
+
+def query(name: str, qid: int = 1, rdtype: str = "A") -> dns.message.Message:
+    q = dns.message.make_query(name, rdtype)
+    q.id = qid
+    return q
+
+
+def udp_dns(msg: dns.message.Message, response: bool = False, sport: int = 40000):  # type: ignore[no-untyped-def]
+    if response:
+        return IP(src=RESOLVER, dst=CLIENT) / UDP(sport=53, dport=sport) / msg.to_wire()
+    return IP(src=CLIENT, dst=RESOLVER) / UDP(sport=sport, dport=53) / msg.to_wire()
+
+
+def test_query_and_its_response_are_one_event(matcher: Matcher) -> None:
+    run = Run(matcher)
+    q = query("app.clearview.ai", 7)
+    r = dns.message.make_response(q)
+    run.frame(udp_dns(q))
+    run.frame(udp_dns(r, response=True))
+    assert run.seen == [("dns-query", "app.clearview.ai")]
+    assert run.events[0].details["dns"]["type"] == "query"
+
+
+def test_response_alone_is_an_event_when_the_query_was_not_captured(matcher: Matcher) -> None:
+    run = Run(matcher)
+    r = dns.message.make_response(query("pimeyes.com", 9, "AAAA"))
+    r.set_rcode(3)  # NXDOMAIN
+    run.frame(udp_dns(r, response=True))
+    assert run.seen == [("dns-query", "pimeyes.com")]
+    assert run.events[0].details["dns"]["response_code"] == "NXDOMAIN"
+    assert run.events[0].details["dns"]["question"]["type"] == "AAAA"
+
+
+def test_cname_chain_to_vendor_is_a_cname_event(matcher: Matcher) -> None:
+    run = Run(matcher)
+    q = query("photos.example.org", 3)
+    r = dns.message.make_response(q)
+    r.answer.append(
+        dns.rrset.from_text("photos.example.org.", 60, "IN", "CNAME", "edge.example.net.")
+    )
+    r.answer.append(
+        dns.rrset.from_text("edge.example.net.", 60, "IN", "CNAME", "app.clearview.ai.")
+    )
+    r.answer.append(dns.rrset.from_text("app.clearview.ai.", 60, "IN", "A", "203.0.113.5"))
+    run.frame(udp_dns(q))
+    run.frame(udp_dns(r, response=True))
+    assert run.seen == [("dns-cname", "app.clearview.ai")]
+    answers = run.events[0].details["dns"]["answers"]
+    assert [a["data"] for a in answers] == ["edge.example.net", "app.clearview.ai"]
+
+
+def test_benign_and_decoy_names_produce_nothing(matcher: Matcher) -> None:
+    run = Run(matcher)
+    for i, name in enumerate(
+        ["example.org", "notclearview.ai", "clearview.ai.example.net", "myfacecheck.id"]
+    ):
+        q = query(name, i)
+        run.frame(udp_dns(q))
+        run.frame(udp_dns(dns.message.make_response(q), response=True))
+    assert run.seen == []
+
+
+def test_malformed_dns_is_counted_and_later_queries_still_match(matcher: Matcher) -> None:
+    run = Run(matcher)
+    loop = b"\x00\x01\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01"
+    run.frame(IP(src=CLIENT, dst=RESOLVER) / UDP(sport=1, dport=53) / loop)
+    run.frame(udp_dns(query("facecheck.id")))
+    assert run.engine.stats.dns_parse_errors == 1
+    assert run.seen == [("dns-query", "facecheck.id")]
+
+
+def hello(sni: str) -> bytes:
+    from tests.tls_hello import build_client_hello
+
+    return build_client_hello(sni)
+
+
+def tcp(payload: bytes, seq: int, sport: int = 50000, dport: int = 443, flags: str = "PA"):  # type: ignore[no-untyped-def]
+    return (
+        IP(src=CLIENT, dst=SERVER) / TCP(sport=sport, dport=dport, seq=seq, flags=flags) / payload
+    )
+
+
+def test_split_client_hello_out_of_order_is_one_event(matcher: Matcher) -> None:
+    run = Run(matcher)
+    record = hello("app.clearview.ai")
+    assert len(record) > 1448
+    run.frame(tcp(record[1000:], 5000 + 1000))
+    run.frame(tcp(record[:1000], 5000))
+    run.frame(tcp(record[:1000], 5000))  # retransmission
+    assert run.seen == [("tls-sni", "app.clearview.ai")]
+    assert run.events[0].details["tls"]["client"]["ech_offered"] is True
+
+
+def test_client_hello_on_an_unlisted_port(matcher: Matcher) -> None:
+    run = Run(matcher)
+    run.frame(tcp(hello("lenso.ai"), 1, dport=4443))
+    assert run.seen == [("tls-sni", "lenso.ai")]
+
+
+def test_http_keep_alive_and_connect_tunnel(matcher: Matcher) -> None:
+    run = Run(matcher)
+    reqs = (
+        b"GET /?q=pimeyes.com HTTP/1.1\r\nHost: example.org\r\nReferer: http://pimeyes.com/\r\n\r\n"
+        b"GET / HTTP/1.1\r\nHost: WWW.PimEyes.com:80\r\n\r\n"
+    )
+    run.frame(tcp(reqs, 100, dport=80))
+    connect = b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
+    run.frame(tcp(connect, 1, sport=50001, dport=3128))
+    run.frame(tcp(hello("search4faces.com"), 1 + len(connect), sport=50001, dport=3128))
+    assert run.seen == [("http-host", "www.pimeyes.com"), ("tls-sni", "search4faces.com")]
+
+
+def test_flow_table_is_bounded_and_evictions_counted(matcher: Matcher) -> None:
+    run = Run(matcher, EngineConfig(max_flows=10))
+    record = hello("app.clearview.ai")
+    for port in range(20000, 20050):  # first halves only: each flow stays open
+        run.frame(tcp(record[:100], 1, sport=port))
+    assert len(run.engine.flows) == 10
+    assert run.engine.flows.stats.evicted == 40
+
+
+def test_oversized_hello_is_dropped_and_counted(matcher: Matcher) -> None:
+    run = Run(matcher, EngineConfig(max_hello_bytes=1000))
+    record = hello("app.clearview.ai")
+    run.frame(tcp(record[:900], 1))
+    run.frame(tcp(record[900:], 901))
+    assert run.seen == []
+    assert run.engine.stats.tls_hello_too_large == 1
