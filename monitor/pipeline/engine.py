@@ -326,8 +326,9 @@ class Engine:
             return None
         if pkt.sport in cfg.tls_ports or pkt.sport in cfg.http_ports:
             return None  # the server's side of a connection
-        if looks_like_client_hello_start(pkt.payload):
-            return "tls"  # TLS on a port nobody told us about
+        payload = pkt.payload
+        if len(payload) >= 6 and looks_like_client_hello_start(payload):
+            return "tls"  # TLS on a port nobody told us about (a full record header, not 1 byte)
         return None
 
     def _new_flow(self, kind: str, ts: int) -> _Flow:
