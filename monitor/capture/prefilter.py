@@ -48,7 +48,20 @@ def build_filter(ports: PortConfig) -> str:
     v6 = f"(ip6 and ip6[6] = 6 and {tcp_dst} and {v6_payload})"
     v6_hello = f"(ip6 and ip6[6] = 6 and {v6_payload} and ip6[40 + ((ip6[52]&0xf0)>>2)] = 0x16)"
     tunnels = f"(udp port {VXLAN_PORT} or udp port {GENEVE_PORT} or ip proto 47 or ip6 proto 47)"
-    core = f"({dns_any} or {v4} or {v6} or {v4_hello} or {v6_hello} or {tunnels})"
+    # Connection opens (SYN without ACK) on any port: the engine needs them to know whether a
+    # later 0x16 segment on an unlisted port really is the connection's first payload.
+    syns = (
+        "(tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn)"
+        " or (ip6 and ip6[6] = 6 and ip6[53] & 0x12 = 0x02)"
+    )
+    # What the offsets above cannot see into: IPv6 with extension headers (the parser walks
+    # them) and IPv4 fragments (counted, not reassembled). Both are rare on a healthy network.
+    opaque = (
+        "(ip6 and (ip6[6] = 0 or ip6[6] = 43 or ip6[6] = 44 or ip6[6] = 51 or ip6[6] = 60))"
+        " or (ip and ip[6:2] & 0x3fff != 0)"
+    )
+    clauses = (dns_any, v4, v6, v4_hello, v6_hello, tunnels, syns, opaque)
+    core = "(" + " or ".join(clauses) + ")"
     return f"{core} or (vlan and ({core} or (vlan and {core})))"
 
 

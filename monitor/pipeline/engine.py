@@ -119,6 +119,14 @@ class _Seen:
         self.last_seen = ts
 
 
+class _Opened:
+    __slots__ = ("last_seen", "next_seq")
+
+    def __init__(self, ts: int, next_seq: int) -> None:
+        self.last_seen = ts
+        self.next_seq = next_seq
+
+
 def _http_or_tls_start(data: bytes) -> bool:
     return looks_like_request_start(data) or looks_like_client_hello_start(data)
 
@@ -147,6 +155,7 @@ class Engine:
         self.dns_transactions: FlowTable[_Seen] = FlowTable(
             cfg.max_dns_transactions, cfg.dns_transaction_timeout_s
         )
+        self.unlisted_syns: FlowTable[_Opened] = FlowTable(cfg.max_flows, cfg.flow_idle_timeout_s)
         self.last_packet_ts = 0
 
     # -- entry point --------------------------------------------------------------------------
@@ -164,6 +173,7 @@ class Engine:
             self._tcp(pkt)
         self.flows.tick(ts)
         self.dns_transactions.tick(ts)
+        self.unlisted_syns.tick(ts)
 
     def counters(self) -> dict[str, int]:
         """Every counter under one stable flat name: for summaries, metrics and tests."""
@@ -286,6 +296,8 @@ class Engine:
                 return
             kind = self._classify(pkt, bool(is_syn))
             if kind is None:
+                if is_syn:
+                    self._remember_unlisted_syn(key, pkt)
                 return
             flow = self._new_flow(kind, pkt.ts)
             self.flows.add(key, flow)
@@ -328,8 +340,18 @@ class Engine:
             return None  # the server's side of a connection
         payload = pkt.payload
         if len(payload) >= 6 and looks_like_client_hello_start(payload):
-            return "tls"  # TLS on a port nobody told us about (a full record header, not 1 byte)
+            # TLS on a port nobody told us about (a whole record header, not one byte) -- but
+            # only if this is the connection's first payload, when we saw where that starts.
+            opened = self.unlisted_syns.get((pkt.src, pkt.dst, pkt.sport, pkt.dport))
+            if opened is not None and opened.next_seq != pkt.seq:
+                return None
+            return "tls"
         return None
+
+    def _remember_unlisted_syn(self, key: tuple[bytes, bytes, int, int], pkt: Packet) -> None:
+        """Note where an unlisted-port connection's data starts, in a table of its own so
+        that noise on other ports never evicts the flows that carry hellos."""
+        self.unlisted_syns.add(key, _Opened(pkt.ts, (pkt.seq + 1) & 0xFFFFFFFF))
 
     def _new_flow(self, kind: str, ts: int) -> _Flow:
         if kind == "tls":
