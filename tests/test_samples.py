@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -53,3 +55,48 @@ def test_events_match_the_generators_intent(capture: Path, prefilter: bool) -> N
     for name, value in (intent.get("counters") or {}).items():
         assert counters.get(name) == value, name
 
+
+def tshark_ja3(capture: Path) -> set[tuple[str, str]]:
+    out = subprocess.run(
+        [
+            "tshark",
+            "-r",
+            str(capture),
+            "-d",
+            "tcp.port==8443,tls",
+            "-d",
+            "tcp.port==4443,tls",
+            "-d",
+            "tcp.port==3128,http",
+            "-o",
+            "tcp.reassemble_out_of_order:TRUE",
+            "-Y",
+            "tls.handshake.type==1",
+            "-T",
+            "fields",
+            "-e",
+            "tls.handshake.extensions_server_name",
+            "-e",
+            "tls.handshake.ja3",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {tuple(line.split("\t")[:2]) for line in out.splitlines() if "\t" in line}
+
+
+TLS_CAPTURES = [p for p in CAPTURES if "tls" in p.name and p.suffix == ".pcap"]
+
+
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark not installed")
+@pytest.mark.parametrize("capture", TLS_CAPTURES, ids=[p.name for p in TLS_CAPTURES])
+def test_ja3_on_events_agrees_with_tshark(capture: Path) -> None:
+    expected = json.loads(update_expected.expected_path(capture).read_text())
+    ours = {
+        (d["tls"]["client"]["server_name"], d["tls"]["client"]["ja3"])
+        for d in expected
+        if "tls" in d
+    }
+    assert ours, "a TLS sample without TLS events proves nothing here"
+    assert ours <= tshark_ja3(capture)

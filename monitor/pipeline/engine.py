@@ -24,6 +24,7 @@ from monitor.protocols.dns import (
     cname_chain,
     parse_message,
 )
+from monitor.protocols.fingerprint import Transport, ja3, ja4
 from monitor.protocols.http import (
     HttpParseError,
     HttpRequest,
@@ -117,6 +118,17 @@ class _Seen:
 
     def __init__(self, ts: int) -> None:
         self.last_seen = ts
+
+
+def tls_details(hello: ClientHello, transport: Transport) -> dict[str, Any]:
+    """The ECS ``tls`` object of a matched hello; fingerprints are only computed for those."""
+    client: dict[str, Any] = {"server_name": hello.server_name}
+    if hello.alpn:
+        client["alpn"] = list(hello.alpn)
+    client["ech_offered"] = hello.has_ech
+    client["ja3"] = ja3(hello)
+    client["ja4"] = ja4(hello, transport)
+    return {"client": client}
 
 
 class _Opened:
@@ -400,12 +412,7 @@ class Engine:
         match = self.matcher.match_name(hello.server_name)
         if match is None:
             return
-        tls: dict[str, Any] = {"client": {"server_name": hello.server_name}}
-        client = tls["client"]
-        if hello.alpn:
-            client["alpn"] = list(hello.alpn)
-        client["ech_offered"] = hello.has_ech
-        self._emit(pkt, "tls-sni", "tls", "tcp", match, {"tls": tls})
+        self._emit(pkt, "tls-sni", "tls", "tcp", match, {"tls": tls_details(hello, "tcp")})
 
     def _http_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
         parser = flow.http
