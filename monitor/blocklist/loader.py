@@ -1,0 +1,680 @@
+"""Strict loading of blocklist YAML files.
+
+A blocklist is safety-relevant configuration: a typo that silently disables an indicator means
+a missed detection nobody notices.  So the loader is deliberately unforgiving -- unknown keys,
+wrong types, duplicates and implausible names are all errors -- and every error names the file
+and line of the offending YAML node, which is why the file is walked as a node graph (as
+``yaml.compose`` builds it) instead of being turned into plain dicts that have forgotten their
+lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.resources
+import importlib.util
+import ipaddress
+import os
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+from urllib.parse import urlsplit
+
+import yaml
+
+from monitor.blocklist.matcher import Matcher
+from monitor.blocklist.model import (
+    CATEGORIES,
+    INDICATOR_KINDS,
+    SEVERITY_LEVELS,
+    Blocklist,
+    Indicator,
+    Vendor,
+)
+from monitor.blocklist.names import MAX_NAME_LENGTH, normalize_name
+
+__all__ = [
+    "BlocklistError",
+    "check_paths",
+    "load_blocklist",
+    "load_blocklists",
+    "shipped_blocklist_dir",
+]
+
+#: Far above any real list (100k indicators is ~4 MB) but stops an accidental multi-GB file.
+MAX_FILE_BYTES = 64 * 1024 * 1024
+
+# libyaml is ~10x faster on big lists and reports the same marks; fall back if absent.
+_YAML_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: The schema nests five levels deep.  The limit exists because both stock composers recurse
+#: per level: libyaml's segfaults and PyYAML's hits RecursionError on "[[[[..." input.
+MAX_NESTING = 32
+
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_TAG_NAMES = {
+    "tag:yaml.org,2002:int": "a number",
+    "tag:yaml.org,2002:float": "a number",
+    _BOOL: "a boolean",
+    _NULL: "empty",
+    "tag:yaml.org,2002:timestamp": "a date",
+    "tag:yaml.org,2002:seq": "a list",
+    "tag:yaml.org,2002:map": "a mapping",
+}
+
+_LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
+_VENDOR_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
+_GLOB_LABEL = re.compile(r"[a-z0-9_*-]{1,63}")
+
+_TOP_KEYS = ("list", "version", "description", "vendors")
+_TOP_REQUIRED = ("list", "version", "vendors")
+_VENDOR_KEYS = ("id", "name", "category", "severity", "references", "notes", "indicators")
+_VENDOR_REQUIRED = ("id", "name", "category", "severity", "references", "indicators")
+_INDICATOR_KEYS = (*INDICATOR_KINDS, "severity", "shared", "note")
+
+
+class BlocklistError(ValueError):
+    """A blocklist problem, located as FILE:LINE so editors and CI logs can jump to it."""
+
+    def __init__(self, file: str | os.PathLike[str], line: int | None, problem: str) -> None:
+        self.file = os.fspath(file)
+        self.line = line
+        self.problem = problem
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.line is None:
+            return f"{self.file}: {self.problem}"
+        return f"{self.file}:{self.line}: {self.problem}"
+
+
+_Entry = tuple[yaml.Node, yaml.Node]
+
+
+class _FileParser:
+    """Walks one composed YAML document; holds the file name so every error can carry it."""
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+
+    def error(self, node: yaml.Node | None, problem: str) -> BlocklistError:
+        line = None if node is None else node.start_mark.line + 1
+        return BlocklistError(self.file, line, problem)
+
+    def value_error(self, entry: _Entry, problem: str) -> BlocklistError:
+        # An empty value's mark can point past the key; the key's line is where to look.
+        key, value = entry
+        return self.error(key if value.tag == _NULL else value, problem)
+
+    # -- structure ------------------------------------------------------------------------
+
+    def mapping(
+        self,
+        node: yaml.Node,
+        what: str,
+        allowed: tuple[str, ...],
+        required: tuple[str, ...],
+    ) -> dict[str, _Entry]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, f"{what} must be a mapping, got {_describe(node)}")
+        entries: dict[str, _Entry] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
+                raise self.error(key, f"{what} has a key that is not a plain name")
+            name = key.value
+            if name in entries:
+                first = entries[name][0].start_mark.line + 1
+                raise self.error(key, f"duplicate key {name!r} in {what} (first on line {first})")
+            if name not in allowed:
+                hint = difflib.get_close_matches(name, allowed, n=1)
+                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+                raise self.error(
+                    key,
+                    f"unknown key {name!r} in {what}{suggestion} (allowed: {', '.join(allowed)})",
+                )
+            entries[name] = (key, value)
+        for name in required:
+            if name not in entries:
+                raise self.error(node, f"{what} is missing required key {name!r}")
+        return entries
+
+    def string(self, entry: _Entry, what: str) -> str:
+        _, value = entry
+        if not isinstance(value, yaml.ScalarNode) or value.tag != _STR:
+            quote = " (quote it)" if isinstance(value, yaml.ScalarNode) else ""
+            raise self.value_error(entry, f"{what} must be a string, got {_describe(value)}{quote}")
+        if not value.value.strip():
+            raise self.value_error(entry, f"{what} must not be empty")
+        return value.value
+
+    def optional_string(self, entries: dict[str, _Entry], key: str, what: str) -> str | None:
+        entry = entries.get(key)
+        if entry is None or entry[1].tag == _NULL:
+            return None
+        return self.string(entry, what)
+
+    def choice(self, entry: _Entry, what: str, allowed: tuple[str, ...]) -> str:
+        text = self.string(entry, what)
+        if text not in allowed:
+            raise self.value_error(entry, f"{what} {text!r} is not one of: {', '.join(allowed)}")
+        return text
+
+    def sequence(self, entry: _Entry, what: str) -> list[yaml.Node]:
+        _, value = entry
+        if not isinstance(value, yaml.SequenceNode):
+            raise self.value_error(
+                entry, f"{what} must be a list of '- ...' items, got {_describe(value)}"
+            )
+        if not value.value:
+            raise self.value_error(entry, f"{what} must not be empty")
+        return list(value.value)
+
+    # -- document -------------------------------------------------------------------------
+
+    def document(self, root: yaml.Node) -> tuple[Blocklist, int]:
+        top = self.mapping(root, "the blocklist", _TOP_KEYS, _TOP_REQUIRED)
+        name = self.string(top["list"], "list")
+        if not _LIST_NAME.fullmatch(name):
+            raise self.value_error(
+                top["list"], f"list name {name!r} must match [a-z0-9][a-z0-9._-]*"
+            )
+        version = self.string(top["version"], "version")
+        description = self.optional_string(top, "description", "description")
+        vendor_nodes = self.sequence(top["vendors"], "vendors")
+
+        vendors: list[Vendor] = []
+        indicators: list[Indicator] = []
+        vendor_lines: dict[str, int] = {}
+        indicator_lines: dict[tuple[str, str], int] = {}
+        for vendor_node in vendor_nodes:
+            vendor, ind_nodes = self.vendor(vendor_node, vendor_lines)
+            vendors.append(vendor)
+            for ind_node in ind_nodes:
+                ind = self.indicator(ind_node, vendor, name, version, indicator_lines)
+                indicators.append(ind)
+        blocklist = Blocklist(
+            name=name,
+            version=version,
+            description=description,
+            vendors=tuple(vendors),
+            indicators=tuple(indicators),
+            path=self.file,
+        )
+        return blocklist, top["list"][1].start_mark.line + 1
+
+    def vendor(self, node: yaml.Node, seen: dict[str, int]) -> tuple[Vendor, list[yaml.Node]]:
+        fields = self.mapping(node, "vendor", _VENDOR_KEYS, _VENDOR_REQUIRED)
+        vendor_id = self.string(fields["id"], "vendor id")
+        if not _VENDOR_ID.fullmatch(vendor_id):
+            raise self.value_error(
+                fields["id"], f"vendor id {vendor_id!r} must match [a-z0-9][a-z0-9-]*"
+            )
+        id_line = fields["id"][1].start_mark.line + 1
+        if vendor_id in seen:
+            raise self.value_error(
+                fields["id"], f"duplicate vendor id {vendor_id!r} (first on line {seen[vendor_id]})"
+            )
+        seen[vendor_id] = id_line
+        name = self.string(fields["name"], "vendor name")
+        category = self.choice(fields["category"], "category", CATEGORIES)
+        severity = self.choice(fields["severity"], "severity", SEVERITY_LEVELS)
+        references: list[str] = []
+        for ref_node in self.sequence(fields["references"], "references"):
+            ref = self.string((ref_node, ref_node), "reference")
+            try:
+                parts = urlsplit(ref)
+            except ValueError:  # e.g. an unbalanced "[" in the host part
+                parts = urlsplit("")
+            if parts.scheme not in ("http", "https") or not parts.netloc or " " in ref:
+                raise self.error(ref_node, f"reference {ref!r} is not an http(s) URL")
+            references.append(ref)
+        vendor = Vendor(
+            id=vendor_id,
+            name=name,
+            category=category,
+            severity=severity,
+            references=tuple(references),
+            notes=self.optional_string(fields, "notes", "notes"),
+        )
+        return vendor, self.sequence(fields["indicators"], "indicators")
+
+    def indicator(
+        self,
+        node: yaml.Node,
+        vendor: Vendor,
+        list_name: str,
+        list_version: str,
+        seen: dict[tuple[str, str], int],
+    ) -> Indicator:
+        if isinstance(node, yaml.ScalarNode):
+            raise self.error(
+                node,
+                f"indicator {node.value!r} must say what it is, e.g. '- domain: {node.value}'",
+            )
+        fields = self.mapping(node, "indicator", _INDICATOR_KEYS, ())
+        kinds = [k for k in INDICATOR_KINDS if k in fields]
+        if len(kinds) != 1:
+            found = f"got {' and '.join(kinds)}" if kinds else "got none"
+            raise self.error(
+                node, f"indicator needs exactly one of domain/host/wildcard/cidr ({found})"
+            )
+        kind = kinds[0]
+        entry = fields[kind]
+        raw = self.string(entry, kind)
+        if kind in ("domain", "host"):
+            value, problem = check_host_name(raw)
+        elif kind == "wildcard":
+            value, problem = check_wildcard(raw)
+        else:
+            value, problem = check_cidr(raw)
+        if problem is not None or value is None:
+            raise self.value_error(entry, f"invalid {kind} {raw!r}: {problem}")
+        line = entry[1].start_mark.line + 1
+        first = seen.get((kind, value))
+        if first is not None:
+            raise self.value_error(
+                entry, f"duplicate indicator {kind} {value} (first on line {first})"
+            )
+        seen[(kind, value)] = line
+
+        severity = vendor.severity
+        if "severity" in fields:
+            severity = self.choice(fields["severity"], "severity", SEVERITY_LEVELS)
+        shared = False
+        if "shared" in fields:
+            shared_node = fields["shared"][1]
+            if not isinstance(shared_node, yaml.ScalarNode) or shared_node.tag != _BOOL:
+                raise self.value_error(
+                    fields["shared"], f"shared must be true or false, got {_describe(shared_node)}"
+                )
+            shared = shared_node.value.lower() in ("true", "yes", "on", "y")
+        return Indicator(
+            kind=kind,
+            value=value,
+            vendor=vendor,
+            severity=severity,
+            shared=shared,
+            note=self.optional_string(fields, "note", "note"),
+            list_name=list_name,
+            list_version=list_version,
+            file=self.file,
+            line=line,
+        )
+
+
+def _describe(node: yaml.Node) -> str:
+    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
+        return "a string"
+    if isinstance(node, yaml.ScalarNode) and node.tag in _TAG_NAMES:
+        described = _TAG_NAMES[node.tag]
+        return described if node.tag == _NULL else f"{described} ({node.value})"
+    return _TAG_NAMES.get(node.tag, node.tag)
+
+
+# -- indicator value checks ---------------------------------------------------------------
+# Public so that other tools (e.g. an editor plugin or the CLI) give the same verdicts.
+
+
+def check_host_name(raw: str) -> tuple[str | None, str | None]:
+    """Validate a domain/host indicator; returns (normalised value, None) or (None, problem)."""
+    if "://" in raw or "/" in raw:
+        return None, "looks like a URL; give only the host name, e.g. 'clearview.ai'"
+    if "*" in raw:
+        return None, "contains '*'; use 'wildcard:' for patterns"
+    if any(ch.isspace() for ch in raw):
+        return None, "contains whitespace"
+    if ":" in raw:
+        if _is_ip(raw):
+            return None, "is an IP address; use 'cidr:' for addresses"
+        return None, "contains ':'; give the host name without a port"
+    value = normalize_name(raw)
+    if value is None:
+        return None, (
+            "not a valid host name (empty label, label over 63 characters, name over "
+            f"{MAX_NAME_LENGTH} characters, or characters IDNA cannot encode)"
+        )
+    if _is_ip(value):
+        return None, "is an IP address; use 'cidr:' for addresses"
+    labels = value.split(".")
+    for label in labels:
+        if not _LABEL.fullmatch(label):
+            return None, (
+                f"label {label!r} must be letters, digits, '-' and '_' and must not start or "
+                "end with '-'"
+            )
+    if len(labels) < 2:
+        return None, "a single label would cover a whole top-level domain; give at least two"
+    if labels[-1].isdigit():
+        return None, "the top-level label must not be numeric"
+    return value, None
+
+
+def check_wildcard(raw: str) -> tuple[str | None, str | None]:
+    """Validate a wildcard; '*' is allowed in the leftmost label only (see README)."""
+    if "*" not in raw:
+        return None, "has no '*'; use 'host:' or 'domain:' for exact names"
+    if any(ch.isspace() for ch in raw):
+        return None, "contains whitespace"
+    first, dot, rest = raw.partition(".")
+    if not dot or not rest or rest == ".":
+        return None, "needs a fixed suffix after the '*' label, e.g. '*.example.com'"
+    if "*" in rest:
+        return None, "'*' is only allowed in the leftmost label"
+    first = first.lower()
+    if not first.isascii() or not _GLOB_LABEL.fullmatch(first):
+        return None, "the wildcard label may only contain letters, digits, '-', '_' and '*'"
+    suffix, problem = check_host_name(rest)
+    if problem is not None or suffix is None:
+        return None, f"suffix {rest!r}: {problem}"
+    value = f"{first}.{suffix}"
+    if len(value) > MAX_NAME_LENGTH:
+        return None, f"longer than {MAX_NAME_LENGTH} characters"
+    return value, None
+
+
+def check_cidr(raw: str) -> tuple[str | None, str | None]:
+    """Validate a CIDR; a bare address is accepted as a single-host network."""
+    try:
+        network = ipaddress.ip_network(raw.strip(), strict=True)
+    except ValueError as exc:
+        try:
+            loose = ipaddress.ip_network(raw.strip(), strict=False)
+        except ValueError:
+            return None, f"not an IPv4 or IPv6 network ({exc})"
+        return None, f"host bits are set; did you mean {loose}?"
+    if network.prefixlen == 0:
+        return None, "a /0 network would match every address"
+    return str(network), None
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+# -- files ---------------------------------------------------------------------------------
+
+
+def _read_text(path: Path, file: str) -> str:
+    try:
+        with path.open("rb") as fh:
+            data = fh.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise BlocklistError(file, None, f"cannot read: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise BlocklistError(file, None, f"larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise BlocklistError(file, line, "not valid UTF-8") from None
+
+
+def _load(path: str | os.PathLike[str]) -> tuple[Blocklist, int]:
+    """Load one file; also returns the line of its ``list:`` value for cross-file errors."""
+    file = os.fspath(path)
+    text = _read_text(Path(file), file)
+    try:
+        root = _compose(text, file)
+    except yaml.MarkedYAMLError as exc:
+        raise _syntax_error(file, text, exc) from None
+    except yaml.reader.ReaderError as exc:
+        line = text[: exc.position].count("\n") + 1
+        char = exc.character
+        code = char if isinstance(char, int) else ord(char[:1] or "\0")
+        raise BlocklistError(file, line, f"character U+{code:04X} is not allowed in YAML") from None
+    except yaml.YAMLError as exc:
+        raise BlocklistError(file, None, f"YAML error: {exc}") from None
+    if root is None:
+        raise BlocklistError(file, 1, "the file is empty; expected a blocklist mapping")
+    return _FileParser(file).document(root)
+
+
+def _compose(text: str, file: str) -> yaml.Node | None:
+    """Equivalent of ``yaml.compose`` (safe tags, same nodes and marks) with bounded nesting.
+
+    Built iteratively from the parser's event stream -- libyaml's parser itself keeps an
+    explicit stack, so only composition needed replacing to stop deep input crashing us.
+    """
+    loader = _YAML_LOADER(text)
+    try:
+        loader.get_event()  # stream start
+        if loader.check_event(yaml.StreamEndEvent):
+            return None
+        loader.get_event()  # document start
+        anchors: dict[str, yaml.Node] = {}
+        # Open collections, each with the mapping key waiting for its value (if any).
+        stack: list[tuple[yaml.CollectionNode, list[yaml.Node]]] = []
+        root: yaml.Node | None = None
+        while root is None:
+            event = loader.get_event()
+            node: yaml.Node
+            if isinstance(event, yaml.AliasEvent):
+                if event.anchor not in anchors:
+                    raise BlocklistError(
+                        file, event.start_mark.line + 1, f"undefined YAML alias *{event.anchor}"
+                    )
+                node = anchors[event.anchor]
+            elif isinstance(event, yaml.ScalarEvent):
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                node = yaml.ScalarNode(
+                    tag, event.value, event.start_mark, event.end_mark, style=event.style
+                )
+            elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
+                if len(stack) >= MAX_NESTING:
+                    raise BlocklistError(
+                        file,
+                        event.start_mark.line + 1,
+                        f"YAML nested deeper than {MAX_NESTING} levels",
+                    )
+                kind = (
+                    yaml.SequenceNode
+                    if isinstance(event, yaml.SequenceStartEvent)
+                    else yaml.MappingNode
+                )
+                tag = event.tag
+                if tag is None or tag == "!":
+                    tag = loader.resolve(kind, None, event.implicit)
+                collection = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
+                if event.anchor is not None:
+                    anchors[event.anchor] = collection
+                stack.append((collection, []))
+                continue
+            elif isinstance(event, yaml.CollectionEndEvent):
+                node, _ = stack.pop()
+                node.end_mark = event.end_mark
+            else:  # pragma: no cover - the parser emits nothing else inside a document
+                raise BlocklistError(file, event.start_mark.line + 1, "unexpected YAML event")
+            if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
+                anchors[event.anchor] = node
+            if not stack:
+                root = node
+            else:
+                parent, pending = stack[-1]
+                if isinstance(parent, yaml.SequenceNode):
+                    parent.value.append(node)
+                elif pending:
+                    parent.value.append((pending.pop(), node))
+                else:
+                    pending.append(node)
+        loader.get_event()  # document end
+        if not loader.check_event(yaml.StreamEndEvent):
+            event = loader.get_event()
+            raise BlocklistError(
+                file,
+                event.start_mark.line + 1,
+                "a blocklist file must hold a single YAML document",
+            )
+        return root
+    finally:
+        loader.dispose()
+
+
+def _syntax_error(file: str, text: str, exc: yaml.MarkedYAMLError) -> BlocklistError:
+    # An unterminated construct is only noticed where the scanner gives up, possibly many
+    # lines later (or past the last line), so the message also says where it started.
+    last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
+    problem_line = None if exc.problem_mark is None else min(exc.problem_mark.line + 1, last_line)
+    context_line = None if exc.context_mark is None else exc.context_mark.line + 1
+    message = f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
+    if exc.context and exc.problem:
+        message += f" ({exc.context}"
+        if context_line is not None and context_line != problem_line:
+            message += f" started on line {context_line}"
+        message += ")"
+    if "alias" in message:
+        message += "; values starting with '*' must be quoted, e.g. wildcard: \"*.example.com\""
+    return BlocklistError(file, problem_line or context_line, message)
+
+
+def load_blocklist(path: str | os.PathLike[str]) -> Blocklist:
+    """Load and validate one blocklist file; raises BlocklistError on the first problem."""
+    return _load(path)[0]
+
+
+def _expand(path: str | os.PathLike[str]) -> list[str]:
+    file = os.fspath(path)
+    p = Path(file)
+    if p.is_dir():
+        found = sorted(
+            os.path.join(file, child.name)
+            for child in p.iterdir()
+            if child.suffix in (".yaml", ".yml")
+            and not child.name.startswith(".")
+            and child.is_file()
+        )
+        if not found:
+            raise BlocklistError(file, None, "no *.yaml or *.yml blocklists in this directory")
+        return found
+    if not p.exists():
+        raise BlocklistError(file, None, "no such file or directory")
+    return [file]
+
+
+def _unique_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """Expand directories; a file reached twice (dir and file both given) is loaded once."""
+    files: list[str] = []
+    seen: set[Path] = set()
+    for path in paths:
+        for file in _expand(path):
+            resolved = Path(file).resolve()
+            if resolved not in seen:
+                seen.add(resolved)
+                files.append(file)
+    return files
+
+
+def load_blocklists(paths: Iterable[str | os.PathLike[str]]) -> Matcher:
+    """Load files and directories (their *.yaml/*.yml, sorted by name) into one Matcher.
+
+    Order matters only for overlaps: the first list to define an indicator wins, and the
+    clash lands in ``Matcher.warnings``.  Two lists with the same name are an error, because
+    events identify a list by name and version.
+    """
+    files = _unique_files(paths)
+    if not files:
+        raise BlocklistError("<blocklists>", None, "no blocklist files given")
+    loaded: list[Blocklist] = []
+    names: dict[str, str] = {}
+    for file in files:
+        blocklist, name_line = _load(file)
+        if blocklist.name in names:
+            raise BlocklistError(
+                file,
+                name_line,
+                f"list name {blocklist.name!r} is already used by {names[blocklist.name]}",
+            )
+        names[blocklist.name] = file
+        loaded.append(blocklist)
+    return Matcher(loaded)
+
+
+def shipped_blocklist_dir() -> Path:
+    """Where the lists shipped with the package live.
+
+    Installed: package data of ``monitor.shipped_blocklists``.  Running from a checkout (or an
+    editable install made before that mapping existed): the repository's ``blocklists/``.
+    """
+    candidates: list[Path] = []
+    try:
+        root = importlib.resources.files("monitor.shipped_blocklists")
+        if isinstance(root, Path):
+            candidates.append(root)
+    except (ImportError, TypeError, ValueError):
+        pass
+    try:
+        spec = importlib.util.find_spec("monitor.shipped_blocklists")
+    except (ImportError, ValueError):
+        spec = None
+    if spec is not None and spec.submodule_search_locations:
+        candidates.extend(Path(loc) for loc in spec.submodule_search_locations)
+    for candidate in candidates:
+        if candidate.is_dir() and any(candidate.glob("*.y*ml")):
+            return candidate
+    return Path(__file__).resolve().parents[2] / "blocklists"
+
+
+def check_paths(paths: list[str], out: TextIO) -> int:
+    """Validate blocklist files for ``egress-monitor blocklist check``; returns the exit code.
+
+    Keeps going after a bad file so one run reports every broken file.  With no paths it
+    checks the shipped lists.  Cross-list overlaps are printed as warnings and do not fail.
+    """
+    if not paths:
+        paths = [str(shipped_blocklist_dir())]
+    status = 0
+    loaded: list[tuple[Blocklist, int]] = []
+    seen: set[Path] = set()
+    for path in paths:
+        try:
+            files = _expand(path)
+        except BlocklistError as exc:
+            print(exc, file=out)
+            status = 1
+            continue
+        for file in files:
+            resolved = Path(file).resolve()
+            if resolved in seen:
+                continue
+            seen.add(resolved)
+            try:
+                blocklist, name_line = _load(file)
+            except BlocklistError as exc:
+                print(exc, file=out)
+                status = 1
+                continue
+            print(
+                f"OK {file}: list {blocklist.name} version {blocklist.version}, "
+                f"{len(blocklist.vendors)} vendors, {len(blocklist.indicators)} indicators",
+                file=out,
+            )
+            loaded.append((blocklist, name_line))
+    names: dict[str, str] = {}
+    unique: list[Blocklist] = []
+    for blocklist, name_line in loaded:
+        if blocklist.name in names:
+            print(
+                BlocklistError(
+                    blocklist.path,
+                    name_line,
+                    f"list name {blocklist.name!r} is already used by {names[blocklist.name]}",
+                ),
+                file=out,
+            )
+            status = 1
+            continue
+        names[blocklist.name] = blocklist.path
+        unique.append(blocklist)
+    if unique:
+        for warning in Matcher(unique).warnings:
+            print(warning, file=out)
+    return status
