@@ -165,3 +165,29 @@ def test_oversized_hello_is_dropped_and_counted(matcher: Matcher) -> None:
     run.frame(tcp(record[900:], 901))
     assert run.seen == []
     assert run.engine.stats.tls_hello_too_large == 1
+
+
+def test_connect_refused_then_retried_on_the_same_connection(matcher: Matcher) -> None:
+    run = Run(matcher)
+    first = b"CONNECT example.org:443 HTTP/1.1\r\nHost: example.org:443\r\n\r\n"
+    retry = (
+        b"CONNECT pimeyes.com:443 HTTP/1.1\r\nHost: pimeyes.com:443\r\n"
+        b"Proxy-Authorization: Basic eDp5\r\n\r\n"
+    )
+    run.frame(tcp(first, 1, sport=50002, dport=3128))
+    run.frame(tcp(retry, 1 + len(first), sport=50002, dport=3128))
+    run.frame(tcp(hello("facecheck.id"), 1 + len(first) + len(retry), sport=50002, dport=3128))
+    assert run.seen == [("http-connect", "pimeyes.com"), ("tls-sni", "facecheck.id")]
+
+
+def test_quic_initials_of_the_benchmark_generator_give_one_event(matcher: Matcher) -> None:
+    from scapy.layers.inet import UDP as ScapyUDP
+
+    from tests.quic_initials import chrome_like_initials
+
+    run = Run(matcher)
+    for datagram in chrome_like_initials("www.pimeyes.com"):
+        run.frame(IP(src=CLIENT, dst=SERVER) / ScapyUDP(sport=51000, dport=443) / datagram)
+    assert run.seen == [("quic-sni", "www.pimeyes.com")]
+    assert run.events[0].protocol == "quic"
+    assert run.events[0].details["tls"]["client"]["ja4"].startswith("q13d")

@@ -26,6 +26,7 @@ class PortConfig:
     dns: frozenset[int]
     tls: frozenset[int]
     http: frozenset[int]
+    quic: frozenset[int] = frozenset({443})
 
 
 def _ports(proto: str, direction: str, ports: Iterable[int]) -> str:
@@ -47,6 +48,10 @@ def build_filter(ports: PortConfig) -> str:
     v6_payload = "ip6[4:2] - ((ip6[52]&0xf0)>>2) > 0"
     v6 = f"(ip6 and ip6[6] = 6 and {tcp_dst} and {v6_payload})"
     v6_hello = f"(ip6 and ip6[6] = 6 and {v6_payload} and ip6[40 + ((ip6[52]&0xf0)>>2)] = 0x16)"
+    # QUIC: client long-header packets only (Initials carry the hello; 1-RTT is opaque).
+    udp_dst = _ports("udp", "dst", sorted(ports.quic))
+    quic = f"(ip and {udp_dst} and udp[8] & 0x80 != 0)"
+    quic6 = f"(ip6 and ip6[6] = 17 and {udp_dst} and ip6[48] & 0x80 != 0)"
     tunnels = f"(udp port {VXLAN_PORT} or udp port {GENEVE_PORT} or ip proto 47 or ip6 proto 47)"
     # Connection opens (SYN without ACK) on any port: the engine needs them to know whether a
     # later 0x16 segment on an unlisted port really is the connection's first payload.
@@ -60,7 +65,7 @@ def build_filter(ports: PortConfig) -> str:
         "(ip6 and (ip6[6] = 0 or ip6[6] = 43 or ip6[6] = 44 or ip6[6] = 51 or ip6[6] = 60))"
         " or (ip and ip[6:2] & 0x3fff != 0)"
     )
-    clauses = (dns_any, v4, v6, v4_hello, v6_hello, tunnels, syns, opaque)
+    clauses = (dns_any, v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque)
     core = "(" + " or ".join(clauses) + ")"
     return f"{core} or (vlan and ({core} or (vlan and {core})))"
 

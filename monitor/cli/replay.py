@@ -53,6 +53,13 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
         metavar="LIST",
         help="HTTP and proxy ports (default 80,8080,3128,8000)",
     )
+    p.add_argument(
+        "--quic-ports",
+        type=port_list,
+        default=d.quic_ports,
+        metavar="LIST",
+        help="UDP ports whose QUIC Initials are decrypted (default 443)",
+    )
     p.add_argument("--max-flows", type=int, default=d.max_flows, metavar="N")
     p.add_argument("--flow-timeout", type=float, default=d.flow_idle_timeout_s, metavar="SECONDS")
 
@@ -62,6 +69,7 @@ def engine_config(args: argparse.Namespace) -> EngineConfig:
         dns_ports=args.dns_ports,
         tls_ports=args.tls_ports,
         http_ports=args.http_ports,
+        quic_ports=args.quic_ports,
         max_flows=args.max_flows,
         flow_idle_timeout_s=args.flow_timeout,
     )

@@ -31,6 +31,7 @@ from monitor.protocols.http import (
     HttpRequestStream,
     looks_like_request_start,
 )
+from monitor.protocols.quic import QuicInitialTracker, QuicOutcomeKind
 from monitor.protocols.tls import (
     ClientHello,
     HelloStatus,
@@ -45,7 +46,13 @@ TCP_RST = 0x04
 TCP_ACK = 0x10
 
 # The evidence kinds this engine can produce; tests compare sample intents against this set.
-EVIDENCE_KINDS = frozenset({"dns-query", "dns-cname", "tls-sni", "http-host", "http-connect"})
+EVIDENCE_KINDS = frozenset(
+    {"dns-query", "dns-cname", "tls-sni", "quic-sni", "http-host", "http-connect"}
+)
+
+# The HTTP parser's per-connection request cap exists to stop runaway input; a keep-alive
+# connection must not be able to blind the sensor by sending many harmless requests first.
+HTTP_MAX_REQUESTS = 1 << 30
 
 QTYPE_NAMES = {
     1: "A",
@@ -71,6 +78,8 @@ class EngineConfig:
     dns_ports: frozenset[int] = frozenset({53})
     tls_ports: frozenset[int] = frozenset({443, 8443})
     http_ports: frozenset[int] = frozenset({80, 8080, 3128, 8000})
+    quic_ports: frozenset[int] = frozenset({443})
+    max_quic_connections: int = 4096
     max_flows: int = 65536
     flow_idle_timeout_s: float = 120.0
     max_hello_bytes: int = 16384
@@ -85,6 +94,7 @@ class EngineStats:
     dns_parse_errors: int = 0
     dns_tcp_resyncs: int = 0
     tls_client_hellos: int = 0
+    quic_client_hellos: int = 0
     tls_parse_errors: int = 0
     tls_not_tls: int = 0
     tls_hello_too_large: int = 0
@@ -167,6 +177,9 @@ class Engine:
         self.dns_transactions: FlowTable[_Seen] = FlowTable(
             cfg.max_dns_transactions, cfg.dns_transaction_timeout_s
         )
+        self.quic = QuicInitialTracker(
+            max_connections=cfg.max_quic_connections, max_hello_bytes=cfg.max_hello_bytes
+        )
         self.unlisted_syns: FlowTable[_Opened] = FlowTable(cfg.max_flows, cfg.flow_idle_timeout_s)
         self.last_packet_ts = 0
 
@@ -178,9 +191,11 @@ class Engine:
             return
         self.last_packet_ts = ts
         if pkt.proto == PROTO_UDP:
-            ports = self.config.dns_ports
-            if pkt.dport in ports or pkt.sport in ports:
+            cfg = self.config
+            if pkt.dport in cfg.dns_ports or pkt.sport in cfg.dns_ports:
                 self._dns_message(pkt, pkt.payload, "udp")
+            elif (pkt.dport in cfg.quic_ports or pkt.sport in cfg.quic_ports) and pkt.payload:
+                self._quic(pkt)
         elif pkt.proto == PROTO_TCP:
             self._tcp(pkt)
         self.flows.tick(ts)
@@ -204,6 +219,12 @@ class Engine:
             "dns_parse_errors": st.dns_parse_errors,
             "dns_tcp_resyncs": st.dns_tcp_resyncs,
             "tls_client_hellos": st.tls_client_hellos,
+            "quic_client_hellos": st.quic_client_hellos,
+            "quic_initial_packets": self.quic.stats.initial_packets,
+            "quic_decrypt_failures": self.quic.stats.decrypt_failures,
+            "quic_unknown_versions": self.quic.stats.unknown_versions,
+            "quic_version_negotiation": self.quic.stats.version_negotiation,
+            "quic_connections_evicted": self.quic.stats.evicted_lru + self.quic.stats.evicted_idle,
             "tls_parse_errors": st.tls_parse_errors,
             "tls_not_tls": st.tls_not_tls,
             "tls_hello_too_large": st.tls_hello_too_large,
@@ -293,6 +314,26 @@ class Engine:
                         break
             dns["answers"] = chain
         return {"dns": dns}
+
+    # -- QUIC ---------------------------------------------------------------------------------
+
+    def _quic(self, pkt: Packet) -> None:
+        if not pkt.payload[0] & 0x80:
+            self.quic.stats.datagrams += 1
+            self.quic.stats.not_initial += 1
+            return  # short header: 1-RTT data, opaque by design
+        for outcome in self.quic.feed(pkt.ts, pkt.src, pkt.sport, pkt.dst, pkt.dport, pkt.payload):
+            if outcome.kind is QuicOutcomeKind.HELLO and outcome.hello is not None:
+                self._quic_hello(pkt, outcome.hello)
+
+    def _quic_hello(self, pkt: Packet, hello: ClientHello) -> None:
+        self.stats.quic_client_hellos += 1
+        if hello.server_name is None:
+            return
+        match = self.matcher.match_name(hello.server_name)
+        if match is None:
+            return
+        self._emit(pkt, "quic-sni", "quic", "udp", match, {"tls": tls_details(hello, "quic")})
 
     # -- TCP ----------------------------------------------------------------------------------
 
@@ -418,30 +459,35 @@ class Engine:
         parser = flow.http
         if parser is None:
             if looks_like_client_hello_start(data):
-                flow.kind = "tls"  # TLS spoken on an HTTP port
+                # TLS on an HTTP port, or the client's side of a CONNECT tunnel: a ClientHello
+                # whose SNI may name another host than the CONNECT authority.
+                flow.kind = "tls"
                 self._tls_data(flow, pkt, data)
                 return
-            parser = flow.http = HttpRequestStream(self.config.max_http_head_bytes)
+            parser = flow.http = HttpRequestStream(
+                self.config.max_http_head_bytes, max_requests=HTTP_MAX_REQUESTS
+            )
         try:
             requests = parser.feed(data)
-        except HttpParseError:
+        except HttpParseError as exc:
             self.stats.http_parse_errors += 1
+            for req in exc.requests:  # heads completed before the garbage still count
+                self._request(pkt, req)
             self._finish(flow)
             return
         for req in requests:
-            self.stats.http_requests += 1
             self._request(pkt, req)
         if parser.tunnel:
-            # CONNECT: what follows is the client's side of the tunnel, normally a ClientHello
-            # whose SNI may name another host than the CONNECT authority.
+            # After CONNECT the next bytes decide: a ClientHello (the tunnel is up) or a new
+            # request (the proxy refused, e.g. 407, and the client retries on this connection).
             self.stats.http_tunnels += 1
-            flow.kind = "tls"
             flow.http = None
             rest = parser.take_tunnel_bytes()
             if rest:
-                self._tls_data(flow, pkt, rest)
+                self._http_data(flow, pkt, rest)
 
     def _request(self, pkt: Packet, req: HttpRequest) -> None:
+        self.stats.http_requests += 1
         if req.host is None:
             return
         match = self.matcher.match_name(req.host)

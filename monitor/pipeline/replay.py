@@ -16,7 +16,9 @@ def prefilter_for(config: EngineConfig) -> str | None:
     """The BPF expression for these ports, or None when tcpdump is not installed."""
     if tcpdump_path() is None:
         return None
-    return build_filter(PortConfig(config.dns_ports, config.tls_ports, config.http_ports))
+    return build_filter(
+        PortConfig(config.dns_ports, config.tls_ports, config.http_ports, config.quic_ports)
+    )
 
 
 def replay_files(
