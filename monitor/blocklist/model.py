@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 __all__ = [
+    "BLIND_SPOT_CATEGORIES",
     "CATEGORIES",
     "ECS_SEVERITY",
     "INDICATOR_KINDS",
@@ -33,14 +34,20 @@ SEVERITY_NUMBERS: MappingProxyType[str, int] = MappingProxyType(
 #: Alias kept so both spellings used in the design notes resolve to the same table.
 ECS_SEVERITY = SEVERITY_NUMBERS
 
-#: ``encrypted-dns`` is reserved for a later feature (DoH/DoT resolvers that hide queries).
+#: Vendor categories. Two are not vendors of face recognition but blind spots the sensor makes
+#: visible: ``encrypted-dns`` (public DoH/DoT/DoQ resolvers, whose use hides DNS lookups) and
+#: ``ech-frontend`` (client-facing servers of Encrypted Client Hello, whose use hides the real
+#: SNI). Their matches become ``encrypted-dns`` / ``ech-observed`` events, never vendor access.
 CATEGORIES: tuple[str, ...] = (
     "face-search",
     "face-recognition-api",
     "biometric-platform",
     "encrypted-dns",
+    "ech-frontend",
     "other",
 )
+#: The categories whose matches are blind-spot signals rather than vendor access.
+BLIND_SPOT_CATEGORIES: frozenset[str] = frozenset({"encrypted-dns", "ech-frontend"})
 
 INDICATOR_KINDS: tuple[str, ...] = ("domain", "host", "wildcard", "cidr")
 
