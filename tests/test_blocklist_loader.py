@@ -176,13 +176,13 @@ BROKEN: list[tuple[str, tuple[str, str], int, str]] = [
             "      - domain: acme.example\n        host: a.acme.example",
         ),
         13,
-        "exactly one of domain/host/wildcard/cidr (got domain and host)",
+        "exactly one of domain/host/wildcard/cidr/ja4 (got domain and host)",
     ),
     (
         "no_kind_in_item",
         ("      - domain: acme.example", "      - note: forgot the domain"),
         13,
-        "exactly one of domain/host/wildcard/cidr (got none)",
+        "exactly one of domain/host/wildcard/cidr/ja4 (got none)",
     ),
     (
         "bare_string_item",

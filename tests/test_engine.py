@@ -107,10 +107,13 @@ def test_malformed_dns_is_counted_and_later_queries_still_match(matcher: Matcher
     assert run.seen == [("dns-query", "facecheck.id")]
 
 
-def hello(sni: str) -> bytes:
+def hello(sni: str | None, ech: bool = True, alpn: tuple[str, ...] = ("h2", "http/1.1")) -> bytes:
     from tests.tls_hello import build_client_hello
 
-    return build_client_hello(sni)
+    return build_client_hello(sni, ech=ech, alpn=alpn)
+
+
+APP_ALPN = ("okhttp/3",)  # the "vendor app" of the JA4 tests: its own fingerprint
 
 
 def tcp(payload: bytes, seq: int, sport: int = 50000, dport: int = 443, flags: str = "PA"):  # type: ignore[no-untyped-def]
@@ -191,3 +194,98 @@ def test_quic_initials_of_the_benchmark_generator_give_one_event(matcher: Matche
     assert run.seen == [("quic-sni", "www.pimeyes.com")]
     assert run.events[0].protocol == "quic"
     assert run.events[0].details["tls"]["client"]["ja4"].startswith("q13d")
+
+
+BLIND_SPOT_LISTS = """
+list: test-blind-spots
+version: "1"
+vendors:
+  - id: test-resolver
+    name: Test Resolver
+    category: encrypted-dns
+    severity: low
+    references: [https://resolver.example/]
+    indicators:
+      - host: dns.google
+      - cidr: 8.8.8.8/32
+  - id: test-ech
+    name: Test ECH frontend
+    category: ech-frontend
+    severity: low
+    references: [https://ech.example/]
+    indicators:
+      - host: cloudflare-ech.com
+  - id: test-app
+    name: Test vendor app
+    category: face-search
+    severity: high
+    references: [https://app.example/]
+    indicators:
+      - ja4: {ja4}
+"""
+
+
+@pytest.fixture()
+def blind_matcher(tmp_path) -> Matcher:  # type: ignore[no-untyped-def]
+    from monitor.blocklist.loader import load_blocklist
+    from monitor.protocols.fingerprint import ja4
+    from monitor.protocols.tls import parse_client_hello
+
+    app_hello = parse_client_hello(hello("api.unknown-app.example", alpn=APP_ALPN)[5:])
+    path = tmp_path / "blind.yaml"
+    path.write_text(BLIND_SPOT_LISTS.replace("{ja4}", ja4(app_hello, "tcp")))
+    load_blocklist(path)  # validates
+    return load_blocklists([path])
+
+
+def test_doh_hello_is_an_encrypted_dns_signal_rate_limited_per_client(
+    blind_matcher: Matcher,
+) -> None:
+    run = Run(blind_matcher)
+    run.frame(tcp(hello("dns.google", ech=False), 1, sport=50100))
+    run.frame(tcp(hello("dns.google", ech=False), 1, sport=50101))  # same client, 1 ms later
+    run.frame(
+        IP(src="192.0.2.11", dst=SERVER)
+        / TCP(sport=50102, dport=443, seq=1, flags="PA")
+        / hello("dns.google", ech=False)
+    )
+    assert [(e.action, e.match.name) for e in run.events] == [
+        ("encrypted-dns", "dns.google"),
+        ("encrypted-dns", "dns.google"),
+    ]
+    assert run.engine.stats.blind_spot_suppressed == 1
+    assert run.engine.stats.detections == 2
+
+
+def test_hello_without_sni_to_a_resolver_address_and_dot_port(blind_matcher: Matcher) -> None:
+    run = Run(blind_matcher)
+    run.frame(
+        IP(src=CLIENT, dst="8.8.8.8")
+        / TCP(sport=50200, dport=443, seq=1, flags="PA")
+        / hello(None, ech=False)
+    )
+    run.frame(tcp(hello("dot.unlisted.example", ech=False), 1, sport=50201, dport=853))
+    assert [(e.action, e.evidence, e.match.name) for e in run.events] == [
+        ("encrypted-dns", "tls-ip", "8.8.8.8"),
+        ("encrypted-dns", "tls-port", "dot.unlisted.example"),
+    ]
+
+
+def test_ech_to_a_frontend_is_observed_but_grease_ech_elsewhere_is_only_counted(
+    blind_matcher: Matcher,
+) -> None:
+    run = Run(blind_matcher)
+    run.frame(tcp(hello("cloudflare-ech.com", ech=True), 1, sport=50300))
+    run.frame(tcp(hello("www.example.com", ech=True), 1, sport=50301))
+    assert [(e.action, e.match.name) for e in run.events] == [
+        ("ech-observed", "cloudflare-ech.com")
+    ]
+    assert run.engine.stats.ech_offered_hellos == 2
+
+
+def test_ja4_indicator_names_a_client_without_a_vendor_sni(blind_matcher: Matcher) -> None:
+    run = Run(blind_matcher)
+    run.frame(tcp(hello("api.unknown-app.example", alpn=APP_ALPN), 1, sport=50400))
+    assert [(e.action, e.evidence, e.match.indicator.kind) for e in run.events] == [
+        ("vendor-access", "tls-ja4", "ja4")
+    ]

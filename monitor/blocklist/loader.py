@@ -260,7 +260,7 @@ class _FileParser:
         if len(kinds) != 1:
             found = f"got {' and '.join(kinds)}" if kinds else "got none"
             raise self.error(
-                node, f"indicator needs exactly one of domain/host/wildcard/cidr ({found})"
+                node, f"indicator needs exactly one of domain/host/wildcard/cidr/ja4 ({found})"
             )
         kind = kinds[0]
         entry = fields[kind]
@@ -269,6 +269,8 @@ class _FileParser:
             value, problem = check_host_name(raw)
         elif kind == "wildcard":
             value, problem = check_wildcard(raw)
+        elif kind == "ja4":
+            value, problem = check_ja4(raw)
         else:
             value, problem = check_cidr(raw)
         if problem is not None or value is None:
@@ -373,6 +375,19 @@ def check_wildcard(raw: str) -> tuple[str | None, str | None]:
     value = f"{first}.{suffix}"
     if len(value) > MAX_NAME_LENGTH:
         return None, f"longer than {MAX_NAME_LENGTH} characters"
+    return value, None
+
+
+_JA4 = re.compile(
+    r"[tqd](?:13|12|11|10|s3|s2|d1|d2|d3|00)[di]\d{2}\d{2}[0-9a-z]{2}_[0-9a-f]{12}_[0-9a-f]{12}"
+)
+
+
+def check_ja4(raw: str) -> tuple[str | None, str | None]:
+    """A JA4 fingerprint (FoxIO spec): ``t13d1516h2_8daaf6152771_e5627efa2ab1``."""
+    value = raw.strip().lower()
+    if not _JA4.fullmatch(value):
+        return None, "is not a JA4 fingerprint like t13d1516h2_8daaf6152771_e5627efa2ab1"
     return value, None
 
 

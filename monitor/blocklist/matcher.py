@@ -88,6 +88,7 @@ class Matcher:
         "_v6",
         "indicator_count",
         "indicators",
+        "ja4",
         "lists",
         "vendors",
         "warnings",
@@ -100,6 +101,7 @@ class Matcher:
         self._index: dict[str, _Node] = {}
         self._v4 = _Prefixes(32)
         self._v6 = _Prefixes(128)
+        self.ja4: dict[str, Indicator] = {}
 
         names: dict[str, Blocklist] = {}
         for blocklist in self.lists:
@@ -190,6 +192,8 @@ class Matcher:
             network = ipaddress.ip_network(value)
             table = self._v4 if network.version == 4 else self._v6
             table.add(network, ind)
+        elif kind == "ja4":
+            self.ja4.setdefault(value, ind)
         else:
             raise ValueError(f"unknown indicator kind {kind!r}")
 
@@ -232,6 +236,11 @@ class Matcher:
             start = dot + 1
             dot = norm.find(".", start)
         return None
+
+    def match_ja4(self, fingerprint: str) -> Match | None:
+        """A client fingerprint listed as a ``ja4`` indicator (exact, one dict lookup)."""
+        ind = self.ja4.get(fingerprint)
+        return None if ind is None else Match(fingerprint, ind)
 
     def match_ip(self, ip: str | _IPAddress) -> Match | None:
         """Longest-prefix CIDR match; None for anything that is not an IP address.

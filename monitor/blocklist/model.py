@@ -49,7 +49,8 @@ CATEGORIES: tuple[str, ...] = (
 #: The categories whose matches are blind-spot signals rather than vendor access.
 BLIND_SPOT_CATEGORIES: frozenset[str] = frozenset({"encrypted-dns", "ech-frontend"})
 
-INDICATOR_KINDS: tuple[str, ...] = ("domain", "host", "wildcard", "cidr")
+#: ``ja4`` names a TLS client (a vendor's mobile app) by its JA4 fingerprint instead of by name.
+INDICATOR_KINDS: tuple[str, ...] = ("domain", "host", "wildcard", "cidr", "ja4")
 
 
 @dataclass(frozen=True, slots=True)

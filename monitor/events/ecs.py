@@ -45,7 +45,7 @@ def to_ecs(d: Detection) -> dict[str, Any]:
             "kind": "event",
             "category": ["network"],
             "type": ["connection", "protocol"],
-            "action": "vendor-access",
+            "action": d.action,
             "dataset": "egress_monitor.detection",
             "module": "egress_monitor",
             "id": event_id,

@@ -27,5 +27,6 @@ class Detection:
     dport: int
     match: Match
     details: dict[str, Any] = field(default_factory=dict)
+    action: str = "vendor-access"  # or a blind-spot signal: encrypted-dns, ech-observed
     vlan: int | None = None
     tunnel: str | None = None

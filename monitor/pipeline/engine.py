@@ -11,9 +11,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from monitor import __version__
 from monitor.blocklist.matcher import Matcher
-from monitor.blocklist.model import Match
+from monitor.blocklist.model import BLIND_SPOT_CATEGORIES, Indicator, Match, Vendor
+from monitor.blocklist.names import normalize_name
 from monitor.decode.packet import PROTO_TCP, PROTO_UDP, Decoder, Packet
+from monitor.events.ecs import ip_text
 from monitor.flows.table import FlowTable
 from monitor.flows.tcp_stream import StreamStats, TcpStream
 from monitor.pipeline.detection import Detection
@@ -50,6 +53,28 @@ EVIDENCE_KINDS = frozenset(
     {"dns-query", "dns-cname", "tls-sni", "quic-sni", "http-host", "http-connect"}
 )
 
+# Encrypted DNS recognised by its port alone (DoT/DoQ to a resolver no list names).
+_UNLISTED_RESOLVER = Vendor(
+    id="unlisted-resolver",
+    name="DNS over TLS/QUIC to an unlisted resolver",
+    category="encrypted-dns",
+    severity="low",
+    references=("https://www.rfc-editor.org/rfc/rfc7858", "https://www.rfc-editor.org/rfc/rfc9250"),
+    notes="Any TLS or QUIC hello on port 853.",
+)
+ENCRYPTED_DNS_PORT_INDICATOR = Indicator(
+    kind="port",
+    value="853",
+    vendor=_UNLISTED_RESOLVER,
+    severity="low",
+    shared=False,
+    note=None,
+    list_name="builtin",
+    list_version=__version__,
+    file="monitor/pipeline/engine.py",
+    line=0,
+)
+
 # The HTTP parser's per-connection request cap exists to stop runaway input; a keep-alive
 # connection must not be able to blind the sensor by sending many harmless requests first.
 HTTP_MAX_REQUESTS = 1 << 30
@@ -76,9 +101,13 @@ class EngineConfig:
     """Ports and bounds; defaults are what the issue and the field expect."""
 
     dns_ports: frozenset[int] = frozenset({53})
-    tls_ports: frozenset[int] = frozenset({443, 8443})
+    tls_ports: frozenset[int] = frozenset({443, 8443, 853})
     http_ports: frozenset[int] = frozenset({80, 8080, 3128, 8000})
-    quic_ports: frozenset[int] = frozenset({443})
+    quic_ports: frozenset[int] = frozenset({443, 853})
+    # DNS over TLS (RFC 7858) and over QUIC (RFC 9250): any hello there is encrypted DNS.
+    encrypted_dns_ports: frozenset[int] = frozenset({853})
+    blind_spot_window_s: float = 600.0
+    max_blind_spot_keys: int = 16384
     max_quic_connections: int = 4096
     max_flows: int = 65536
     flow_idle_timeout_s: float = 120.0
@@ -95,6 +124,10 @@ class EngineStats:
     dns_tcp_resyncs: int = 0
     tls_client_hellos: int = 0
     quic_client_hellos: int = 0
+    ech_offered_hellos: int = 0
+    ech_observed_events: int = 0
+    encrypted_dns_events: int = 0
+    blind_spot_suppressed: int = 0
     tls_parse_errors: int = 0
     tls_not_tls: int = 0
     tls_hello_too_large: int = 0
@@ -180,6 +213,10 @@ class Engine:
         self.quic = QuicInitialTracker(
             max_connections=cfg.max_quic_connections, max_hello_bytes=cfg.max_hello_bytes
         )
+        self.blind_spot_seen: FlowTable[_Seen] = FlowTable(
+            cfg.max_blind_spot_keys, cfg.blind_spot_window_s
+        )
+        self.blind_spot_window_ns = int(cfg.blind_spot_window_s * 1e9)
         self.unlisted_syns: FlowTable[_Opened] = FlowTable(cfg.max_flows, cfg.flow_idle_timeout_s)
         self.last_packet_ts = 0
 
@@ -201,6 +238,7 @@ class Engine:
         self.flows.tick(ts)
         self.dns_transactions.tick(ts)
         self.unlisted_syns.tick(ts)
+        self.blind_spot_seen.tick(ts)
 
     def counters(self) -> dict[str, int]:
         """Every counter under one stable flat name: for summaries, metrics and tests."""
@@ -220,6 +258,10 @@ class Engine:
             "dns_tcp_resyncs": st.dns_tcp_resyncs,
             "tls_client_hellos": st.tls_client_hellos,
             "quic_client_hellos": st.quic_client_hellos,
+            "ech_offered_hellos": st.ech_offered_hellos,
+            "ech_observed_events": st.ech_observed_events,
+            "encrypted_dns_events": st.encrypted_dns_events,
+            "blind_spot_suppressed": st.blind_spot_suppressed,
             "quic_initial_packets": self.quic.stats.initial_packets,
             "quic_decrypt_failures": self.quic.stats.decrypt_failures,
             "quic_unknown_versions": self.quic.stats.unknown_versions,
@@ -328,12 +370,89 @@ class Engine:
 
     def _quic_hello(self, pkt: Packet, hello: ClientHello) -> None:
         self.stats.quic_client_hellos += 1
-        if hello.server_name is None:
+        self._client_hello(pkt, hello, "quic", "udp")
+
+    # -- ClientHellos (TLS and QUIC) ----------------------------------------------------------
+
+    def _client_hello(self, pkt: Packet, hello: ClientHello, protocol: str, transport: str) -> None:
+        """Vendor access by SNI or JA4, else the blind spots: encrypted DNS and real ECH."""
+        stats = self.stats
+        if hello.has_ech:
+            stats.ech_offered_hellos += 1
+        fp: Transport = "quic" if protocol == "quic" else "tcp"
+        sni = hello.server_name
+        match = self.matcher.match_name(sni) if sni else None
+        evidence = f"{protocol}-sni"
+        if match is not None:
+            category = match.indicator.vendor.category
+            if category not in BLIND_SPOT_CATEGORIES:
+                self._emit(
+                    pkt, evidence, protocol, transport, match, {"tls": tls_details(hello, fp)}
+                )
+                return
+            if category == "encrypted-dns":
+                self._blind_spot(pkt, "encrypted-dns", evidence, protocol, transport, match, hello)
+                return
+            if hello.has_ech:
+                self._blind_spot(pkt, "ech-observed", evidence, protocol, transport, match, hello)
+                return
+        if self.matcher.ja4:
+            jmatch = self.matcher.match_ja4(ja4(hello, fp))
+            if jmatch is not None and jmatch.indicator.vendor.category not in BLIND_SPOT_CATEGORIES:
+                self._emit(
+                    pkt,
+                    f"{protocol}-ja4",
+                    protocol,
+                    transport,
+                    jmatch,
+                    {"tls": tls_details(hello, fp)},
+                )
+                return
+        # Encrypted DNS without a listed name: a resolver's address, or the DoT/DoQ port.
+        ipmatch = self.matcher.match_ip(ip_text(pkt.dst))
+        if ipmatch is not None and ipmatch.indicator.vendor.category == "encrypted-dns":
+            self._blind_spot(
+                pkt, "encrypted-dns", f"{protocol}-ip", protocol, transport, ipmatch, hello
+            )
+        elif pkt.dport in self.config.encrypted_dns_ports:
+            name = normalize_name(sni) if sni else None
+            port_match = Match(name or ip_text(pkt.dst), ENCRYPTED_DNS_PORT_INDICATOR)
+            self._blind_spot(
+                pkt, "encrypted-dns", f"{protocol}-port", protocol, transport, port_match, hello
+            )
+
+    def _blind_spot(
+        self,
+        pkt: Packet,
+        action: str,
+        evidence: str,
+        protocol: str,
+        transport: str,
+        match: Match,
+        hello: ClientHello,
+    ) -> None:
+        """One event per (client, resolver or frontend) per window: a signal, not a log."""
+        key = (action, pkt.src, match.name)
+        seen = self.blind_spot_seen.get(key)
+        if seen is not None and pkt.ts - seen.last_seen < self.blind_spot_window_ns:
+            self.stats.blind_spot_suppressed += 1
             return
-        match = self.matcher.match_name(hello.server_name)
-        if match is None:
-            return
-        self._emit(pkt, "quic-sni", "quic", "udp", match, {"tls": tls_details(hello, "quic")})
+        self.blind_spot_seen.remove(key)
+        self.blind_spot_seen.add(key, _Seen(pkt.ts))
+        if action == "encrypted-dns":
+            self.stats.encrypted_dns_events += 1
+        else:
+            self.stats.ech_observed_events += 1
+        fp: Transport = "quic" if protocol == "quic" else "tcp"
+        self._emit(
+            pkt,
+            evidence,
+            protocol,
+            transport,
+            match,
+            {"tls": tls_details(hello, fp)},
+            action=action,
+        )
 
     # -- TCP ----------------------------------------------------------------------------------
 
@@ -439,7 +558,6 @@ class Engine:
             return
         if status is HelloStatus.DONE:
             assert scan.hello is not None
-            self.stats.tls_client_hellos += 1
             self._hello(pkt, scan.hello)
         elif status is HelloStatus.NOT_TLS:
             self.stats.tls_not_tls += 1
@@ -448,12 +566,8 @@ class Engine:
         self._finish(flow)
 
     def _hello(self, pkt: Packet, hello: ClientHello) -> None:
-        if hello.server_name is None:
-            return
-        match = self.matcher.match_name(hello.server_name)
-        if match is None:
-            return
-        self._emit(pkt, "tls-sni", "tls", "tcp", match, {"tls": tls_details(hello, "tcp")})
+        self.stats.tls_client_hellos += 1
+        self._client_hello(pkt, hello, "tls", "tcp")
 
     def _http_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
         parser = flow.http
@@ -511,11 +625,12 @@ class Engine:
         assert framer is not None
         try:
             messages = framer.feed(data)
-        except DnsParseError:
-            # Lost the message boundary (we joined mid-stream): start again at the next segment.
+        except DnsParseError as exc:
+            # Lost the message boundary (we joined mid-stream): keep what came before the bad
+            # length prefix, then start again at the next segment.
             self.stats.dns_tcp_resyncs += 1
             flow.framer = DnsTcpFramer()
-            return
+            messages = getattr(exc, "messages", [])
         for msg in messages:
             self._dns_message(pkt, msg, "tcp")
 
@@ -529,6 +644,7 @@ class Engine:
         transport: str,
         match: Match,
         details: dict[str, Any],
+        action: str = "vendor-access",
     ) -> None:
         stats = self.stats
         stats.detections += 1
@@ -549,6 +665,7 @@ class Engine:
                 dport=pkt.dport,
                 match=match,
                 details=details,
+                action=action,
                 vlan=pkt.vlan,
                 tunnel=pkt.tunnel,
             )
