@@ -219,6 +219,7 @@ class Engine:
         self.blind_spot_window_ns = int(cfg.blind_spot_window_s * 1e9)
         self.unlisted_syns: FlowTable[_Opened] = FlowTable(cfg.max_flows, cfg.flow_idle_timeout_s)
         self.last_packet_ts = 0
+        self._next_sweep = 0
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -235,6 +236,12 @@ class Engine:
                 self._quic(pkt)
         elif pkt.proto == PROTO_TCP:
             self._tcp(pkt)
+        if ts >= self._next_sweep:
+            self._sweep(ts)
+
+    def _sweep(self, ts: int) -> None:
+        """Expire idle state in every table; once per second of packet time, not per packet."""
+        self._next_sweep = ts + 1_000_000_000
         self.flows.tick(ts)
         self.dns_transactions.tick(ts)
         self.unlisted_syns.tick(ts)
