@@ -6,8 +6,20 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from monitor.capture.pcapfile import CaptureFormatError, Frame, ReaderStats, read_frames
-from monitor.capture.prefilter import PrefilterUnavailable, filtered_stream
+from monitor.capture.pcapfile import (
+    CaptureFormatError,
+    Frame,
+    ReaderStats,
+    peek_link_type,
+    read_frames,
+)
+from monitor.capture.prefilter import (
+    PortConfig,
+    PrefilterUnavailable,
+    build_filter,
+    filtered_stream,
+)
+from monitor.decode.packet import LINKTYPE_ETHERNET
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")
 
@@ -38,8 +50,10 @@ class ReplayStats:
     warnings: list[str] = field(default_factory=list)
 
 
-def replay_frames(paths: list[Path], prefilter: str | None, stats: ReplayStats) -> Iterator[Frame]:
-    """Frames of every file in turn; with a prefilter expression, through tcpdump.
+def replay_frames(
+    paths: list[Path], prefilter: PortConfig | None, stats: ReplayStats
+) -> Iterator[Frame]:
+    """Frames of every file in turn; with prefilter ports, through tcpdump and its BPF filter.
 
     When tcpdump is missing or cannot read a file (libpcap refuses a pcapng whose interfaces have
     different link types), that file is read whole in Python instead, with a warning: slower,
@@ -51,7 +65,10 @@ def replay_frames(paths: list[Path], prefilter: str | None, stats: ReplayStats) 
         if prefilter is not None:
             yielded = 0
             try:
-                with filtered_stream(path, prefilter) as stream:
+                # VLAN clauses only where libpcap allows them: Ethernet (or unknown: try).
+                linktype = peek_link_type(str(path))
+                vlan = linktype in (None, LINKTYPE_ETHERNET)
+                with filtered_stream(path, build_filter(prefilter, vlan=vlan)) as stream:
                     for frame in read_frames(stream, rstats):
                         yielded += 1
                         yield frame
@@ -61,9 +78,13 @@ def replay_frames(paths: list[Path], prefilter: str | None, stats: ReplayStats) 
             except (PrefilterUnavailable, CaptureFormatError) as exc:
                 _account(stats, rstats, path)
                 if yielded:
-                    # Part of the file went through already; the rest is likely a truncated tail.
+                    # Part of the file went through already (usually the tail is truncated);
+                    # re-reading it would report those packets twice, so say what was lost.
                     stats.prefiltered_files += 1
-                    stats.warnings.append(f"{path}: {exc}")
+                    stats.warnings.append(
+                        f"{path}: {exc}; packets after that point were not read "
+                        "(re-run this file with --no-prefilter if the file is not truncated)"
+                    )
                     continue
                 stats.warnings.append(f"{path}: prefilter unavailable ({exc}); reading all packets")
                 rstats = ReaderStats()

@@ -242,3 +242,14 @@ def _tsresol(buf: bytes, pos: int, end: int, endian: str) -> tuple[int, int]:
             return 10**exp, 0
         pos += 4 + ((length + 3) & ~3)
     return 1_000_000, 1000
+
+
+def peek_link_type(path: str) -> int | None:
+    """The link type of a capture file's first interface, or None if it cannot be read."""
+    stats = ReaderStats()
+    try:
+        with open(path, "rb") as f:
+            next(read_frames(f, stats), None)
+    except (OSError, CaptureFormatError):
+        return None
+    return min(stats.link_types) if len(stats.link_types) == 1 else None

@@ -34,8 +34,12 @@ def _ports(proto: str, direction: str, ports: Iterable[int]) -> str:
     return "(" + " or ".join(f"{proto} {direction} port {p}" for p in items) + ")"
 
 
-def build_filter(ports: PortConfig) -> str:
-    """A libpcap expression for DNS, client payload on TLS/HTTP ports, TLS on any port, tunnels."""
+def build_filter(ports: PortConfig, vlan: bool = True) -> str:
+    """A libpcap expression for DNS, client payload on TLS/HTTP ports, TLS on any port, tunnels.
+
+    ``vlan`` adds the tagged variants; libpcap refuses ``vlan`` on link types other than
+    Ethernet (Linux cooked, raw IP, loopback), whose frames carry no tag in the packet anyway.
+    """
     dns_any = " or ".join(f"port {p}" for p in sorted(ports.dns))
     client_ports = sorted(ports.tls | ports.http)
     tcp_dst = _ports("tcp", "dst", client_ports)
@@ -67,6 +71,8 @@ def build_filter(ports: PortConfig) -> str:
     )
     clauses = (dns_any, v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque)
     core = "(" + " or ".join(clauses) + ")"
+    if not vlan:
+        return core
     return f"{core} or (vlan and ({core} or (vlan and {core})))"
 
 
@@ -94,13 +100,19 @@ def filtered_stream(path: Path, expression: str) -> Iterator[BinaryIO]:
         bufsize=1 << 20,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    failure: BaseException | None = None
     try:
         yield proc.stdout
+    except Exception as exc:
+        failure = exc
     finally:
         proc.stdout.close()
         err = proc.stderr.read().decode(errors="replace")
         proc.stderr.close()
         rc = proc.wait()
     if rc != 0:
+        # tcpdump's own words explain an empty or cut stream better than the reader can.
         lines = [ln for ln in err.splitlines() if not ln.startswith("reading from file")]
-        raise PrefilterUnavailable(f"tcpdump exited {rc}: {' '.join(lines)[:300]}")
+        raise PrefilterUnavailable(f"tcpdump exited {rc}: {' '.join(lines)[:300]}") from failure
+    if failure is not None:
+        raise failure

@@ -12,6 +12,7 @@ from typing import IO, Any
 
 from monitor.blocklist.loader import BlocklistError, load_blocklists, shipped_blocklist_dir
 from monitor.capture.files import expand_capture_paths
+from monitor.capture.prefilter import PortConfig
 from monitor.cli.summary import print_summary
 from monitor.events.ecs import dumps, to_ecs
 from monitor.pipeline.detection import Detection
@@ -113,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"egress-monitor: {exc}", file=sys.stderr)
         return 2
     config = engine_config(args)
-    prefilter: str | None = None
+    prefilter: PortConfig | None = None
     if not args.no_prefilter:
         prefilter = prefilter_for(config)
         if prefilter is None:

@@ -19,7 +19,6 @@ def print_summary(
 ) -> None:
     console = Console(stderr=True)
     stats = engine.stats
-    dec = engine.decoder.stats
 
     hits = Table(title="Vendor access detected", title_justify="left")
     hits.add_column("vendor")
@@ -48,27 +47,21 @@ def print_summary(
         ("bytes read", rstats.bytes),
         ("seconds", f"{elapsed:.2f}"),
         ("packets/s", f"{rate:,.0f}"),
-        ("IP packets decoded", dec.ip_packets),
-        ("truncated or malformed frames", dec.truncated),
-        ("non-IP frames", dec.non_ip),
-        ("unknown link types", dec.unknown_linktype),
-        ("IPv4 fragments skipped", dec.ipv4_fragments),
-        ("IPv6 fragments skipped", dec.ipv6_fragments),
-        ("DNS messages", stats.dns_messages),
-        ("DNS parse errors", stats.dns_parse_errors),
-        ("TLS ClientHellos", stats.tls_client_hellos),
-        ("TLS parse errors", stats.tls_parse_errors),
-        ("TLS hellos over size limit", stats.tls_hello_too_large),
-        ("HTTP requests", stats.http_requests),
-        ("HTTP parse errors", stats.http_parse_errors),
-        ("TCP streams given up (hold budget)", stats.stream_overflow),
-        ("flows tracked (created)", engine.flows.stats.created),
-        ("flows evicted (table full)", engine.flows.stats.evicted),
-        ("flows expired (idle)", engine.flows.stats.expired),
-        ("detections", stats.detections),
     ]
-    for name, count in sorted(dec.tunnels.items()):
-        rows.append((f"{name} tunnel packets opened", count))
+    # Every engine counter, under its stable name (the same names the metrics use); the zero
+    # ones too for the few that prove something by being zero.
+    always = {
+        "dns_parse_errors",
+        "tls_parse_errors",
+        "http_parse_errors",
+        "flows_evicted",
+        "stream_overflow",
+        "truncated_frames",
+        "detections",
+    }
+    for name, value in engine.counters().items():
+        if value or name in always:
+            rows.append((name.replace("_", " "), value))
     for what, value in rows:
         t.add_row(what, str(value))
     console.print(t)

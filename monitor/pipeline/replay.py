@@ -7,18 +7,16 @@ from pathlib import Path
 
 from monitor.blocklist.matcher import Matcher
 from monitor.capture.files import ReplayStats, replay_frames
-from monitor.capture.prefilter import PortConfig, build_filter, tcpdump_path
+from monitor.capture.prefilter import PortConfig, tcpdump_path
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import Engine, EngineConfig
 
 
-def prefilter_for(config: EngineConfig) -> str | None:
-    """The BPF expression for these ports, or None when tcpdump is not installed."""
+def prefilter_for(config: EngineConfig) -> PortConfig | None:
+    """The ports the BPF prefilter is built from, or None when tcpdump is not installed."""
     if tcpdump_path() is None:
         return None
-    return build_filter(
-        PortConfig(config.dns_ports, config.tls_ports, config.http_ports, config.quic_ports)
-    )
+    return PortConfig(config.dns_ports, config.tls_ports, config.http_ports, config.quic_ports)
 
 
 def replay_files(
@@ -26,7 +24,7 @@ def replay_files(
     matcher: Matcher,
     emit: Callable[[Detection], None],
     config: EngineConfig | None = None,
-    prefilter: str | None = None,
+    prefilter: PortConfig | None = None,
 ) -> tuple[Engine, ReplayStats]:
     engine = Engine(matcher, emit, config)
     stats = ReplayStats()
