@@ -1,0 +1,105 @@
+"""The BPF prefilter, run by the real libpcap (tcpdump) on files: it passes what the parsers
+need, over IPv4 and IPv6, tagged or not, and drops the bulk a mirror port carries."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+from scapy.utils import wrpcap
+
+from monitor.capture.prefilter import PortConfig, build_filter
+
+pytestmark = pytest.mark.skipif(shutil.which("tcpdump") is None, reason="needs tcpdump")
+
+PORTS = PortConfig(
+    dns=frozenset({53}),
+    tls=frozenset({443, 8443, 853}),
+    http=frozenset({80, 8080, 3128, 8000}),
+    quic=frozenset({443, 853}),
+)
+HELLO = b"\x16\x03\x01\x02\x00\x01" + b"\0" * 40
+APPDATA = b"\x17\x03\x03\x00\x20" + b"\0" * 32
+
+
+def v4(l4):  # type: ignore[no-untyped-def]
+    return IP(src="192.0.2.10", dst="198.51.100.1") / l4
+
+
+def v6(l4):  # type: ignore[no-untyped-def]
+    return IPv6(src="2001:db8::10", dst="2001:db8::1") / l4
+
+
+CASES = {
+    # name: (layer-3 packet, should pass)
+    "dns query": (v4(UDP(sport=40000, dport=53) / (b"\0" * 20)), True),
+    "dns response": (v4(UDP(sport=53, dport=40000) / (b"\0" * 20)), True),
+    "client tls payload": (v4(TCP(sport=40000, dport=443, flags="PA") / HELLO), True),
+    "client appdata on 443": (v4(TCP(sport=40000, dport=443, flags="PA") / APPDATA), True),
+    "server tls payload": (v4(TCP(sport=443, dport=40000, flags="PA") / APPDATA), False),
+    "bare ack to 443": (v4(TCP(sport=40000, dport=443, flags="A")), False),
+    "syn-ack": (v4(TCP(sport=443, dport=40000, flags="SA")), False),
+    "syn on any port": (v4(TCP(sport=40000, dport=22, flags="S")), True),
+    "hello on unlisted port": (v4(TCP(sport=40000, dport=4443, flags="PA") / HELLO), True),
+    "ssh payload": (v4(TCP(sport=40000, dport=22, flags="PA") / b"SSH-2.0-x\r\n"), False),
+    "http request": (v4(TCP(sport=40000, dport=80, flags="PA") / b"GET / HTTP/1.1\r\n\r\n"), True),
+    "quic long header": (v4(UDP(sport=40000, dport=443) / (b"\xc0" + b"\0" * 40)), True),
+    "quic short header": (v4(UDP(sport=40000, dport=443) / (b"\x40" + b"\0" * 40)), False),
+    "quic from server": (v4(UDP(sport=443, dport=40000) / (b"\xc0" + b"\0" * 40)), False),
+    "ntp": (v4(UDP(sport=123, dport=123) / (b"\0" * 48)), False),
+    "v6 client tls payload": (v6(TCP(sport=40000, dport=443, flags="PA") / HELLO), True),
+    "v6 server tls payload": (v6(TCP(sport=443, dport=40000, flags="PA") / APPDATA), False),
+    "v6 quic long header": (v6(UDP(sport=40000, dport=443) / (b"\xc0" + b"\0" * 40)), True),
+    "v6 quic short header": (v6(UDP(sport=40000, dport=443) / (b"\x40" + b"\0" * 40)), False),
+    "v6 dns": (v6(UDP(sport=40000, dport=53) / (b"\0" * 20)), True),
+    "v6 extension headers": (
+        IPv6() / IPv6ExtHdrHopByHop() / UDP(sport=40000, dport=53) / (b"\0" * 20),
+        True,
+    ),
+    "v4 fragment": (IP(flags="MF") / UDP(sport=40000, dport=53) / (b"\0" * 20), True),
+    "vxlan": (v4(UDP(sport=40000, dport=4789) / (b"\x08" + b"\0" * 60)), True),
+}
+
+
+def passed(tmp_path: Path, frames: list, expression: str) -> int:  # type: ignore[type-arg]
+    src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    wrpcap(str(src), frames)
+    subprocess.run(
+        ["tcpdump", "-r", str(src), "-w", str(out), expression], check=True, capture_output=True
+    )
+    return int(
+        subprocess.run(
+            ["tcpdump", "-r", str(out), "-n"], capture_output=True, text=True
+        ).stdout.count("\n")
+    )
+
+
+@pytest.mark.parametrize("tagging", ["untagged", "802.1Q", "QinQ"])
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_filter_passes_what_parsers_need_and_nothing_else(
+    tmp_path: Path, name: str, tagging: str
+) -> None:
+    packet, expected = CASES[name]
+    if tagging == "untagged":
+        frame = Ether() / packet
+    elif tagging == "802.1Q":
+        frame = Ether() / Dot1Q(vlan=110) / packet
+    else:
+        frame = Ether() / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
+    assert passed(tmp_path, [frame], build_filter(PORTS)) == int(expected)
+
+
+def test_vlan_free_variant_compiles_for_link_types_without_tags(tmp_path: Path) -> None:
+    sll2 = Path(__file__).resolve().parent.parent / "pcaps" / "real" / "sll2_any.pcap"
+    for vlan, ok in ((True, False), (False, True)):
+        proc = subprocess.run(
+            ["tcpdump", "-r", str(sll2), "-d", build_filter(PORTS, vlan=vlan)],
+            capture_output=True,
+            text=True,
+        )
+        assert (proc.returncode == 0) is ok, proc.stderr
