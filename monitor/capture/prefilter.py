@@ -59,9 +59,12 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
     tunnels = f"(udp port {VXLAN_PORT} or udp port {GENEVE_PORT} or ip proto 47 or ip6 proto 47)"
     # Connection opens (SYN without ACK) on any port: the engine needs them to know whether a
     # later 0x16 segment on an unlisted port really is the connection's first payload.
+    # Listed ports need no SYN (streams there anchor on the hello or request itself), and
+    # leaving them out keeps one packet per connection of ordinary HTTPS out of Python.
+    listed = " or ".join(f"port {p}" for p in sorted(ports.tls | ports.http | ports.dns))
     syns = (
-        "(tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn)"
-        " or (ip6 and ip6[6] = 6 and ip6[53] & 0x12 = 0x02)"
+        f"((tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn"
+        f" or (ip6 and ip6[6] = 6 and ip6[53] & 0x12 = 0x02)) and not ({listed}))"
     )
     # What the offsets above cannot see into: IPv6 with extension headers (the parser walks
     # them) and IPv4 fragments (counted, not reassembled). Both are rare on a healthy network.
