@@ -48,13 +48,36 @@ CASES = {
     "hello on unlisted port": (v4(TCP(sport=40000, dport=4443, flags="PA") / HELLO), True),
     "ssh payload": (v4(TCP(sport=40000, dport=22, flags="PA") / b"SSH-2.0-x\r\n"), False),
     "http request": (v4(TCP(sport=40000, dport=80, flags="PA") / b"GET / HTTP/1.1\r\n\r\n"), True),
-    "quic long header": (v4(UDP(sport=40000, dport=443) / (b"\xc0" + b"\0" * 40)), True),
+    "quic long header": (v4(UDP(sport=40000, dport=443) / (b"\xc0\0\0\0\x01" + b"\0" * 40)), True),
     "quic short header": (v4(UDP(sport=40000, dport=443) / (b"\x40" + b"\0" * 40)), False),
-    "quic from server": (v4(UDP(sport=443, dport=40000) / (b"\xc0" + b"\0" * 40)), False),
+    "quic from server": (v4(UDP(sport=443, dport=40000) / (b"\xc0\0\0\0\x01" + b"\0" * 40)), False),
+    "quic v1 handshake": (
+        v4(UDP(sport=40000, dport=443) / (b"\xe0\0\0\0\x01" + b"\0" * 40)),
+        False,
+    ),
+    "quic v2 initial": (
+        v4(UDP(sport=40000, dport=443) / (b"\xd0\x6b\x33\x43\xcf" + b"\0" * 40)),
+        True,
+    ),
+    "quic unknown version": (
+        v4(UDP(sport=40000, dport=443) / (b"\xc0\x0a\x0a\x0a\x0a" + b"\0" * 40)),
+        True,
+    ),
+    "quic version negotiation": (
+        v4(UDP(sport=443, dport=40000) / (b"\x80\0\0\0\0" + b"\0" * 40)),
+        True,
+    ),
+    "v6 quic version negotiation": (
+        v6(UDP(sport=443, dport=40000) / (b"\x80\0\0\0\0" + b"\0" * 40)),
+        True,
+    ),
     "ntp": (v4(UDP(sport=123, dport=123) / (b"\0" * 48)), False),
     "v6 client tls payload": (v6(TCP(sport=40000, dport=443, flags="PA") / HELLO), True),
     "v6 server tls payload": (v6(TCP(sport=443, dport=40000, flags="PA") / APPDATA), False),
-    "v6 quic long header": (v6(UDP(sport=40000, dport=443) / (b"\xc0" + b"\0" * 40)), True),
+    "v6 quic long header": (
+        v6(UDP(sport=40000, dport=443) / (b"\xc0\0\0\0\x01" + b"\0" * 40)),
+        True,
+    ),
     "v6 quic short header": (v6(UDP(sport=40000, dport=443) / (b"\x40" + b"\0" * 40)), False),
     "v6 dns": (v6(UDP(sport=40000, dport=53) / (b"\0" * 20)), True),
     "v6 extension headers": (

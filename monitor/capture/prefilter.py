@@ -52,10 +52,27 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
     v6_payload = "ip6[4:2] - ((ip6[52]&0xf0)>>2) > 0"
     v6 = f"(ip6 and ip6[6] = 6 and {tcp_dst} and {v6_payload})"
     v6_hello = f"(ip6 and ip6[6] = 6 and {v6_payload} and ip6[40 + ((ip6[52]&0xf0)>>2)] = 0x16)"
-    # QUIC: client long-header packets only (Initials carry the hello; 1-RTT is opaque).
+    # QUIC: the client's Initial packets (v1 type bits 00, v2 type bits 01, RFC 9369) and any
+    # long header of another version (counted as unknown); not Handshake/0-RTT/1-RTT, which
+    # are opaque. Plus the server's Version Negotiation (version 0), which is counted.
     udp_dst = _ports("udp", "dst", sorted(ports.quic))
-    quic = f"(ip and {udp_dst} and udp[8] & 0x80 != 0)"
-    quic6 = f"(ip6 and ip6[6] = 17 and {udp_dst} and ip6[48] & 0x80 != 0)"
+    udp_src = _ports("udp", "src", sorted(ports.quic))
+
+    def initial(b: str, v: str) -> str:
+        return (
+            f"{b} & 0x80 != 0 and (({v} = 1 and {b} & 0x30 = 0)"
+            f" or ({v} = 0x6b3343cf and {b} & 0x30 = 0x10)"
+            f" or ({v} != 1 and {v} != 0x6b3343cf and {v} != 0))"
+        )
+
+    quic = (
+        f"(ip and (({udp_dst} and {initial('udp[8]', 'udp[9:4]')})"
+        f" or ({udp_src} and udp[8] & 0x80 != 0 and udp[9:4] = 0)))"
+    )
+    quic6 = (
+        f"(ip6 and ip6[6] = 17 and (({udp_dst} and {initial('ip6[48]', 'ip6[49:4]')})"
+        f" or ({udp_src} and ip6[48] & 0x80 != 0 and ip6[49:4] = 0)))"
+    )
     tunnels = f"(udp port {VXLAN_PORT} or udp port {GENEVE_PORT} or ip proto 47 or ip6 proto 47)"
     # Connection opens (SYN without ACK) on any port: the engine needs them to know whether a
     # later 0x16 segment on an unlisted port really is the connection's first payload.

@@ -123,6 +123,11 @@ class Decoder:
         self.stats.frames += 1
         try:
             if linktype == LINKTYPE_ETHERNET:
+                # Untagged IPv4/IPv6 is most of a mirror port: skip the generic dispatch.
+                if len(data) > 14 and data[12] == 0x08 and data[13] == 0x00:
+                    return self._ipv4(ts, data, 14, 0, None, None)
+                if len(data) > 14 and data[12] == 0x86 and data[13] == 0xDD:
+                    return self._ipv6(ts, data, 14, 0, None, None)
                 return self._ethernet(ts, data, 0, 0, None, None)
             if linktype == LINKTYPE_LINUX_SLL2:
                 if len(data) < 20:
