@@ -25,6 +25,7 @@ PORTS = PortConfig(
 )
 HELLO = b"\x16\x03\x01\x02\x00\x01" + b"\0" * 40
 APPDATA = b"\x17\x03\x03\x00\x20" + b"\0" * 32
+CCS = b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x20" + b"\0" * 32
 
 
 def v4(l4):  # type: ignore[no-untyped-def]
@@ -40,7 +41,10 @@ CASES = {
     "dns query": (v4(UDP(sport=40000, dport=53) / (b"\0" * 20)), True),
     "dns response": (v4(UDP(sport=53, dport=40000) / (b"\0" * 20)), True),
     "client tls payload": (v4(TCP(sport=40000, dport=443, flags="PA") / HELLO), True),
-    "client appdata on 443": (v4(TCP(sport=40000, dport=443, flags="PA") / APPDATA), True),
+    "client appdata on 443": (v4(TCP(sport=40000, dport=443, flags="PA") / APPDATA), False),
+    "client ccs on 443": (v4(TCP(sport=40000, dport=443, flags="PA") / CCS), False),
+    "hello continuation": (v4(TCP(sport=40000, dport=443, flags="PA") / (b"\x00\x0a" * 30)), True),
+    "v6 client appdata": (v6(TCP(sport=40000, dport=443, flags="PA") / APPDATA), False),
     "server tls payload": (v4(TCP(sport=443, dport=40000, flags="PA") / APPDATA), False),
     "bare ack to 443": (v4(TCP(sport=40000, dport=443, flags="A")), False),
     "syn-ack": (v4(TCP(sport=443, dport=40000, flags="SA")), False),

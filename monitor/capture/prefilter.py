@@ -45,12 +45,26 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
     tcp_dst = _ports("tcp", "dst", client_ports)
     # IPv4: client segments with payload (IP total length - IP header - TCP header > 0).
     v4_payload = "ip[2:2] - ((ip[0]&0xf)<<2) - ((tcp[12]&0xf0)>>2) > 0"
-    v4 = f"(ip and {tcp_dst} and {v4_payload})"
+    # A client segment that begins with a change-cipher-spec, alert or application-data record
+    # header (0x14/0x15/0x17, version 3.x) follows a finished handshake: the parsers never need
+    # it, and it is most of what a client sends. (A hello's continuation segment could begin
+    # with such bytes by chance: about 3 in 2**16 at worst; the tests know the limit.)
+    v4_first = "tcp[((tcp[12]&0xf0)>>2)]"
+    v4_second = "tcp[((tcp[12]&0xf0)>>2) + 1]"
+    v4_record = (
+        f"(({v4_first} = 0x14 or {v4_first} = 0x15 or {v4_first} = 0x17) and {v4_second} = 3)"
+    )
+    v4 = f"(ip and {tcp_dst} and {v4_payload} and not {v4_record})"
     # Any port where the client's first payload byte starts a TLS handshake record.
     v4_hello = f"(ip and tcp and {v4_payload} and tcp[((tcp[12]&0xf0)>>2)] = 0x16)"
     # IPv6 without extension headers: TCP header at 40, flags at 53, data offset at 52.
     v6_payload = "ip6[4:2] - ((ip6[52]&0xf0)>>2) > 0"
-    v6 = f"(ip6 and ip6[6] = 6 and {tcp_dst} and {v6_payload})"
+    v6_first = "ip6[40 + ((ip6[52]&0xf0)>>2)]"
+    v6_second = "ip6[41 + ((ip6[52]&0xf0)>>2)]"
+    v6_record = (
+        f"(({v6_first} = 0x14 or {v6_first} = 0x15 or {v6_first} = 0x17) and {v6_second} = 3)"
+    )
+    v6 = f"(ip6 and ip6[6] = 6 and {tcp_dst} and {v6_payload} and not {v6_record})"
     v6_hello = f"(ip6 and ip6[6] = 6 and {v6_payload} and ip6[40 + ((ip6[52]&0xf0)>>2)] = 0x16)"
     # QUIC: the client's Initial packets (v1 type bits 00, v2 type bits 01, RFC 9369) and any
     # long header of another version (counted as unknown); not Handshake/0-RTT/1-RTT, which
