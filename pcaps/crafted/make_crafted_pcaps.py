@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import hmac
 import random
 import re
 import shutil
@@ -33,6 +34,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import dns.edns
 import dns.message
@@ -40,6 +42,10 @@ import dns.rcode
 import dns.rdatatype
 import dns.rrset
 import yaml
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDFExpand
 from scapy.layers.inet import IP, TCP, UDP, fragment
 from scapy.layers.inet6 import (
     IPv6,
@@ -120,8 +126,10 @@ class Frame:
 @dataclass(slots=True)
 class Detection:
     frame: int  # 1-based number of the packet that completes the evidence
-    evidence: str
+    evidence: str  # for blind-spot actions: what carried the name (tls-sni, quic-sni, ip)
     name: str
+    action: str = "vendor-access"  # or encrypted-dns / ech-observed (blind-spot signals)
+    note: str = ""  # intent comment after the frame number
 
 
 @dataclass
@@ -140,8 +148,10 @@ class Capture:
     malformed_expected: bool = False  # tshark expert errors are the point of this capture
     tshark_args: list[str] = field(default_factory=list)
     proves: list[str] = field(default_factory=list)  # README bullet points
+    frame_check: bool = False  # --check: tshark must show each hello in its detection's frame
     _ipid: int = 0x1000
     _port: int = 40000
+    clock_ns: int = 0  # extra packet time, moved on by wait() (rate-limit windows)
 
     def __post_init__(self) -> None:
         # str seeds hash with SHA-512 in random.seed(version=2): stable across runs and hosts.
@@ -161,7 +171,7 @@ class Capture:
     ) -> int:
         n = len(self.frames)
         # Distinct, strictly increasing timestamps with a microsecond and a nanosecond part.
-        ts = BASE_NS + n * 2_000_000 + (n * 37 % 1000) * 1000 + (n * 7919 % 1000)
+        ts = BASE_NS + self.clock_ns + n * 2_000_000 + (n * 37 % 1000) * 1000 + (n * 7919 % 1000)
         self.frames.append(
             Frame(data, len(data) if orig_len is None else orig_len, ts, iface, comment)
         )
@@ -171,8 +181,21 @@ class Capture:
     def last(self) -> int:
         return len(self.frames)
 
-    def expect(self, evidence: str, name: str, frame: int | None = None) -> None:
-        self.detections.append(Detection(self.last if frame is None else frame, evidence, name))
+    def expect(
+        self,
+        evidence: str,
+        name: str,
+        frame: int | None = None,
+        *,
+        action: str = "vendor-access",
+        note: str = "",
+    ) -> None:
+        frame = self.last if frame is None else frame
+        self.detections.append(Detection(frame, evidence, name, action, note))
+
+    def wait(self, seconds: float) -> None:
+        """Let packet time pass before the next frame (frames are otherwise ~2 ms apart)."""
+        self.clock_ns += int(seconds * 1_000_000_000)
 
     def never(self, *names: str) -> None:
         for n in names:
@@ -642,11 +665,15 @@ def tls_flow(
     expect: str | None = None,
     ext: ExtFn | None = None,
     close: bool = False,
+    action: str = "vendor-access",
+    evidence: str = "tls-sni",
+    note: str = "",
 ) -> TcpConn:
     """One TLS connection: optional handshake, the hello (segmented/reordered), server flight.
 
-    expect: the SNI as the sensor must report it; the detection is attributed to the segment
-    that completes the hello, i.e. the last one emitted.
+    expect: the SNI as the sensor must report it (for a blind-spot action without SNI: the
+    server IP); the detection is attributed to the segment that completes the hello, i.e. the
+    last one emitted.
     """
     conn = TcpConn(cap, link, cli, srv, sport, ext=ext)
     if handshake:
@@ -655,7 +682,7 @@ def tls_flow(
     for i in order or range(len(segs)):
         conn.emit(True, *segs[i])
     if expect:
-        cap.expect("tls-sni", expect)
+        cap.expect(evidence, expect, action=action, note=note)
     conn.send(False, server_flight(cap.rng))
     if close:
         conn.close()
@@ -1915,6 +1942,682 @@ def cap_decoys() -> Capture:
     return cap
 
 
+# =============================================================================================
+# QUIC client Initials (RFC 9000/9001; v2: RFC 9369), protected as a real client protects them
+# =============================================================================================
+# Written from the RFCs, independently of monitor/protocols/quic.py: these captures are the
+# yardstick for that code, and tshark (which decrypts Initials itself) checks them in --check.
+QUIC_V1 = 0x00000001
+QUIC_V2 = 0x6B3343CF
+QUIC_RESERVED_VERSION = 0x1A2A3A4A  # 0x?a?a?a?a (RFC 9000 section 15): a server must negotiate
+QUIC_INITIAL, QUIC_0RTT, QUIC_HANDSHAKE = 0, 1, 2  # index into the type-bits tuples below
+_QUIC_PARAMS: dict[int, tuple[bytes, bytes, tuple[int, int, int]]] = {
+    # version: (Initial salt, HKDF label prefix, long-header type bits of Initial/0-RTT/Handshake)
+    QUIC_V1: (bytes.fromhex("38762cf7f55934b34d179ae6a4c80cadccbb7f0a"), b"quic", (0, 1, 2)),
+    QUIC_V2: (bytes.fromhex("0dede3def700a6db819381be6e269dcbf9bd2ed9"), b"quicv2", (1, 2, 3)),
+}
+QUIC_DATAGRAM = 1250  # Chromium's Initial datagram size; RFC 9000 asks for at least 1200
+
+
+@dataclass(slots=True, frozen=True)
+class QuicKeys:
+    version: int
+    key: bytes
+    iv: bytes
+    hp: bytes
+
+
+def _hkdf_expand_label(secret: bytes, label: bytes, length: int) -> bytes:
+    full = b"tls13 " + label
+    info = struct.pack("!H", length) + _u8(full) + b"\x00"
+    return HKDFExpand(hashes.SHA256(), length, info).derive(secret)
+
+
+def quic_initial_keys(dcid: bytes, version: int, *, server: bool = False) -> QuicKeys:
+    """RFC 9001 5.2 / RFC 9369 3.3: Initial keys from the client's original DCID."""
+    salt, prefix, _ = _QUIC_PARAMS[version]
+    initial_secret = hmac.new(salt, dcid, hashlib.sha256).digest()  # HKDF-Extract
+    secret = _hkdf_expand_label(initial_secret, b"server in" if server else b"client in", 32)
+    return QuicKeys(
+        version,
+        _hkdf_expand_label(secret, prefix + b" key", 16),
+        _hkdf_expand_label(secret, prefix + b" iv", 12),
+        _hkdf_expand_label(secret, prefix + b" hp", 16),
+    )
+
+
+# RFC 9001 appendix A.1 and RFC 9369 appendix A.1: the client keys for DCID 8394c8f03e515708.
+assert quic_initial_keys(bytes.fromhex("8394c8f03e515708"), QUIC_V1).key == bytes.fromhex(
+    "1f369613dd76d5467730efcbe3b1a22d"
+)
+assert quic_initial_keys(bytes.fromhex("8394c8f03e515708"), QUIC_V2).key == bytes.fromhex(
+    "8b1a0bc121284290a29e0971b5cd045d"
+)
+
+
+def opaque_keys(rng: random.Random, version: int) -> QuicKeys:
+    """Stand-in Handshake / 0-RTT keys: a passive observer never has the real ones."""
+    return QuicKeys(version, rng.randbytes(16), rng.randbytes(12), rng.randbytes(16))
+
+
+def qvarint(v: int) -> bytes:
+    for size, prefix in ((1, 0), (2, 0x40), (4, 0x80), (8, 0xC0)):
+        if v < 1 << (8 * size - 2):
+            return (v | prefix << (8 * size - 8)).to_bytes(size, "big")
+    raise ValueError(v)
+
+
+def q_crypto(offset: int, data: bytes) -> bytes:
+    return b"\x06" + qvarint(offset) + qvarint(len(data)) + data
+
+
+def q_ack(largest: int, first_range: int = 0, delay: int = 0) -> bytes:
+    return b"\x02" + qvarint(largest) + qvarint(delay) + qvarint(0) + qvarint(first_range)
+
+
+Q_PING = b"\x01"
+
+
+def quic_long_packet(
+    keys: QuicKeys,
+    ptype: int,
+    dcid: bytes,
+    scid: bytes,
+    payload: bytes,
+    pn: int,
+    *,
+    pn_len: int = 1,
+    size: int | None = None,
+    token: bytes = b"",
+) -> bytes:
+    """One protected long-header packet (Initial, 0-RTT or Handshake) of keys.version.
+
+    size: pad the payload with PADDING frames so that the packet is that many bytes long.
+    """
+    _, _, types = _QUIC_PARAMS[keys.version]
+    head = (
+        bytes([0xC0 | types[ptype] << 4 | (pn_len - 1)])
+        + struct.pack("!I", keys.version)
+        + _u8(dcid)
+        + _u8(scid)
+    )
+    if ptype == QUIC_INITIAL:
+        head += qvarint(len(token)) + token
+    if size is not None:
+        payload += bytes(max(0, size - len(head) - 2 - pn_len - len(payload) - 16))
+    payload += bytes(max(0, 4 - pn_len - len(payload)))  # the header-protection sample needs it
+    header = (
+        head
+        + struct.pack("!H", 0x4000 | (pn_len + len(payload) + 16))
+        + (pn % (1 << (8 * pn_len))).to_bytes(pn_len, "big")
+    )
+    nonce = (int.from_bytes(keys.iv, "big") ^ pn).to_bytes(12, "big")
+    sealed = AESGCM(keys.key).encrypt(nonce, payload, header)
+    pn_off = len(header) - pn_len
+    sample = sealed[4 - pn_len : 20 - pn_len]
+    mask = Cipher(algorithms.AES(keys.hp), modes.ECB()).encryptor().update(sample)
+    masked_pn = bytes(b ^ m for b, m in zip(header[pn_off:], mask[1 : 1 + pn_len], strict=True))
+    assert size is None or len(header) + len(sealed) == size, "frames do not fit the packet"
+    return bytes([header[0] ^ (mask[0] & 0x0F)]) + header[1:pn_off] + masked_pn + sealed
+
+
+def quic_short_packet(rng: random.Random, dcid: bytes, length: int) -> bytes:
+    """An opaque 1-RTT packet (short header: fixed bit set, protected bits random)."""
+    return bytes([0x40 | rng.randrange(0x40)]) + dcid + rng.randbytes(length)
+
+
+def _handshake_client_hello(rng: random.Random, ciphers: list[int], exts: list[bytes]) -> bytes:
+    """A ClientHello handshake message as QUIC carries it: no record header, empty session id
+    (RFC 9001 8.4 forbids the middlebox-compatibility session id)."""
+    body = (
+        b"\x03\x03"
+        + rng.randbytes(32)
+        + _u8(b"")
+        + _u16(_shorts(*ciphers))
+        + b"\x01\x00"
+        + _u16(b"".join(exts))
+    )
+    return b"\x01" + _u24(body)
+
+
+def _tparam(pid: int, value: bytes) -> bytes:
+    return qvarint(pid) + qvarint(len(value)) + value
+
+
+def _transport_params(rng: random.Random, scid: bytes, *, chrome: bool) -> bytes:
+    params = [
+        _tparam(0x01, qvarint(30000)),  # max_idle_timeout
+        _tparam(0x03, qvarint(1472)),  # max_udp_payload_size
+        _tparam(0x04, qvarint(15728640)),  # initial_max_data
+        _tparam(0x05, qvarint(6291456)),  # initial_max_stream_data_bidi_local
+        _tparam(0x06, qvarint(6291456)),  # initial_max_stream_data_bidi_remote
+        _tparam(0x07, qvarint(6291456)),  # initial_max_stream_data_uni
+        _tparam(0x08, qvarint(100)),  # initial_max_streams_bidi
+        _tparam(0x09, qvarint(103)),  # initial_max_streams_uni
+        _tparam(0x0F, scid),  # initial_source_connection_id
+    ]
+    if chrome:
+        params += [
+            _tparam(0x20, qvarint(65536)),  # max_datagram_frame_size
+            _tparam(0x11, struct.pack("!II", QUIC_V1, QUIC_V1)),  # version_information
+            _tparam(31 * rng.randrange(1, 1 << 20) + 27, rng.randbytes(rng.randrange(1, 17))),
+        ]
+        rng.shuffle(params)
+    return b"".join(params)
+
+
+def _grease_ech(rng: random.Random) -> bytes:
+    return _ext(
+        0xFE0D,
+        b"\x00"
+        + _shorts(0x0001, 0x0001)
+        + bytes([rng.randrange(256)])
+        + _u16(rng.randbytes(32))
+        + _u16(rng.randbytes(rng.choice([144, 176, 208, 240]))),
+    )
+
+
+def quic_chrome_hello(rng: random.Random, sni: str, scid: bytes = b"") -> bytes:
+    """Chrome 13x QUIC hello: h3, X25519MLKEM768 share (~1.7 kB in all), GREASE, permuted."""
+    g_cipher, g_group, g_version = _grease(rng), _grease(rng), _grease(rng)
+    g_ext1 = _grease(rng)
+    g_ext2 = _grease(rng, avoid=(g_ext1,))
+    exts = [
+        _sni(sni),
+        _ext(10, _u16(_shorts(g_group, 0x11EC, 0x001D, 0x0017, 0x0018))),
+        _ext(16, _u16(_u8(b"h3"))),
+        _ext(13, _u16(_shorts(0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601))),
+        _ext(
+            51,
+            _u16(
+                _shorts(g_group)
+                + _u16(b"\x00")
+                + _shorts(0x11EC)
+                + _u16(rng.randbytes(1216))
+                + _shorts(0x001D)
+                + _u16(rng.randbytes(32))
+            ),
+        ),
+        _ext(45, _u8(b"\x01")),
+        _ext(43, _u8(_shorts(g_version, 0x0304))),
+        _ext(27, _u8(_shorts(0x0002))),
+        _ext(0x44CD, _u16(_u8(b"h3"))),
+        _ext(0x39, _transport_params(rng, scid, chrome=True)),
+        _grease_ech(rng),
+    ]
+    rng.shuffle(exts)
+    exts = [_ext(g_ext1), *exts, _ext(g_ext2, b"\x00")]
+    return _handshake_client_hello(rng, [g_cipher, 0x1301, 0x1302, 0x1303], exts)
+
+
+def quic_firefox_hello(
+    rng: random.Random, sni: str, scid: bytes, *, alpn: bytes = b"h3", resumption: bool = False
+) -> bytes:
+    """Firefox (NSS/neqo)-like QUIC hello: fixed extension order, x25519 + P-256 shares, small
+    enough for one Initial. resumption adds early_data and a pre_shared_key (last, as
+    RFC 8446 4.2.11 requires) as a client sending 0-RTT does."""
+    exts = [
+        _sni(sni),
+        _ext(10, _u16(_shorts(0x001D, 0x0017, 0x0018, 0x0019, 0x0100, 0x0101))),
+        _ext(16, _u16(_u8(alpn))),
+        _ext(5, b"\x01\x00\x00\x00\x00"),
+        _ext(34, _u16(_shorts(0x0403, 0x0503, 0x0603, 0x0203))),
+        _ext(
+            51,
+            _u16(
+                _shorts(0x001D)
+                + _u16(rng.randbytes(32))
+                + _shorts(0x0017)
+                + _u16(b"\x04" + rng.randbytes(64))
+            ),
+        ),
+        _ext(43, _u8(_shorts(0x0304))),
+        _ext(
+            13,
+            _u16(
+                _shorts(
+                    0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501, 0x0601, 0x0203
+                )
+            ),
+        ),
+        _ext(45, _u8(b"\x01")),
+        _grease_ech(rng),
+        _ext(0x39, _transport_params(rng, scid, chrome=False)),
+    ]
+    if resumption:
+        identity = _u16(rng.randbytes(208)) + struct.pack("!I", rng.randrange(1 << 32))
+        exts += [_ext(42), _ext(41, _u16(identity) + _u16(_u8(rng.randbytes(32))))]
+    return _handshake_client_hello(rng, [0x1301, 0x1303, 0x1302], exts)
+
+
+def _server_hello_message(rng: random.Random) -> bytes:
+    exts = _ext(43, _shorts(0x0304)) + _ext(51, _shorts(0x001D) + _u16(rng.randbytes(32)))
+    body = b"\x03\x03" + rng.randbytes(32) + _u8(b"") + _shorts(0x1301) + b"\x00" + _u16(exts)
+    return b"\x02" + _u24(body)
+
+
+def chaos_frames(rng: random.Random, hello: bytes, packets: int) -> list[bytes]:
+    """Chromium-style CRYPTO framing ("chaos protection"): the hello cut into 64-480 byte
+    pieces, one extra piece that overlaps two neighbours, all shuffled and dealt over
+    `packets` Initials, with PING frames and short PADDING runs between them."""
+    lo, hi = 64, 480
+    pieces, pos = [], 0
+    while pos < len(hello):
+        rest = len(hello) - pos
+        n = rest if rest <= hi else min(rng.randint(lo, hi), rest - lo)
+        pieces.append((pos, hello[pos : pos + n]))
+        pos += n
+    a = rng.randrange(len(pieces) - 1)
+    start = pieces[a + 1][0] - rng.randint(8, 40)
+    pieces.append((start, hello[start : pieces[a + 1][0] + rng.randint(8, 40)]))
+    rng.shuffle(pieces)
+    bins: list[list[tuple[int, bytes]]] = [[] for _ in range(packets)]
+    for piece in pieces:  # balance the bytes per packet so each fits one datagram
+        min(bins, key=lambda b: sum(len(d) for _, d in b)).append(piece)
+    out = []
+    for chunk in bins:
+        frames = b"".join(
+            (Q_PING if rng.random() < 0.5 else bytes(rng.randint(1, 9))) + q_crypto(off, data)
+            for off, data in chunk
+        )
+        out.append(frames)
+    return out
+
+
+class QuicConn:
+    """One client's QUIC connection: addresses, connection IDs, Initial keys, packet numbers."""
+
+    def __init__(
+        self,
+        cap: Capture,
+        link: LinkFn,
+        cli: str,
+        srv: str,
+        *,
+        sport: int = 443,
+        version: int = QUIC_V1,
+        scid_len: int = 0,
+    ) -> None:
+        self.cap, self.link, self.cli, self.srv, self.sport = cap, link, cli, srv, sport
+        self.version = version
+        self.cport = cap.port()
+        self.dcid = cap.rng.randbytes(8)
+        self.scid = cap.rng.randbytes(scid_len)
+        self.keys = quic_initial_keys(self.dcid, version)
+        self.server_cid = b""
+        self.pn = 0
+
+    def send(self, datagram: bytes, c2s: bool = True) -> int:
+        src, dst = (self.cli, self.srv) if c2s else (self.srv, self.cli)
+        sp, dp = (self.cport, self.sport) if c2s else (self.sport, self.cport)
+        l3 = ip_hdr(self.cap, src, dst) / UDP(sport=sp, dport=dp) / Raw(datagram)
+        return self.cap.add(self.link(l3, c2s))
+
+    def initial(
+        self, frames: bytes, *, size: int | None = QUIC_DATAGRAM, to_server_cid: bool = False
+    ) -> bytes:
+        dcid = self.server_cid if to_server_cid else self.dcid
+        pkt = quic_long_packet(self.keys, QUIC_INITIAL, dcid, self.scid, frames, self.pn, size=size)
+        self.pn += 1
+        return pkt
+
+    def handshake_reply(self) -> None:
+        """The server's first flight and the client's answer, as far as an observer sees it:
+        server Initial (ACK + ServerHello, server Initial keys) coalesced with an opaque
+        Handshake packet; client Initial with an ACK, now sent to the server's chosen CID and
+        still under the original keys, coalesced with an opaque Handshake packet; then 1-RTT."""
+        rng = self.cap.rng
+        self.server_cid = rng.randbytes(8)
+        server_keys = quic_initial_keys(self.dcid, self.version, server=True)
+        hs_keys = opaque_keys(rng, self.version)
+        s_init = quic_long_packet(
+            server_keys,
+            QUIC_INITIAL,
+            self.scid,
+            self.server_cid,
+            q_ack(self.pn - 1) + q_crypto(0, _server_hello_message(rng)),
+            0,
+            pn_len=2,
+        )
+        s_hs = quic_long_packet(
+            hs_keys, QUIC_HANDSHAKE, self.scid, self.server_cid, rng.randbytes(960), 0, pn_len=2
+        )
+        self.send(s_init + s_hs, c2s=False)
+        c_hs = quic_long_packet(
+            hs_keys, QUIC_HANDSHAKE, self.server_cid, self.scid, rng.randbytes(80), 0, pn_len=2
+        )
+        c_init = self.initial(q_ack(0), size=1200 - len(c_hs), to_server_cid=True)
+        self.send(c_init + c_hs)
+        self.send(quic_short_packet(rng, self.server_cid, 90))
+        self.send(quic_short_packet(rng, self.scid, 400), c2s=False)
+        self.send(quic_short_packet(rng, self.server_cid, 40))
+
+
+def cap_quic_reorder_split() -> Capture:
+    cap = Capture(
+        "quic_reorder_split",
+        (
+            "QUIC v1 client Initials (UDP 443), protected with the keys derived from each "
+            "client's Destination Connection ID. (A) A Chrome-like ClientHello (~1.7 kB, "
+            "X25519MLKEM768 share, h3) for app.clearview.ai cut into 64-480 byte CRYPTO frames "
+            "plus one overlapping duplicate piece, shuffled over 3 Initials (pn 0-2) with PING "
+            "and PADDING frames between; captured as pn 0, pn 2, pn 3 (a retransmission "
+            "repeating pn 0's frames), then pn 1, which completes the hello; then a mirror "
+            "duplicate of that datagram and a full retransmission of the hello in 2 new "
+            "Initials (nothing more). (B) A Firefox-like hello for lenso.ai in a single Initial, "
+            "answered by the server (Initial with ServerHello coalesced with a Handshake "
+            "packet), then the client's ACK-only Initial sent to the server's chosen CID (still "
+            "the original keys: not a decrypt failure, not a new connection), Handshake and "
+            "1-RTT packets. (C) A benign Chrome-like hello for www.example.com over 2 Initials. "
+            "(D) IPv6: a Chrome-like hello for pimeyes.com over 3 Initials captured 3, 1, 2. "
+            "(E) 802.1Q VLAN 100: a Firefox-like hello for facecheck.id in one Initial."
+        ),
+    )
+    cap.frame_check = True
+    eth = eth_link()
+    rng = cap.rng
+    # A: shuffled, split, reordered, retransmitted.
+    conn = QuicConn(cap, eth, CLIENT, VENDOR_IP["app.clearview.ai"])
+    hello = quic_chrome_hello(rng, "app.clearview.ai")
+    parts = chaos_frames(rng, hello, 3)
+    p0, p1, p2 = (conn.initial(f) for f in parts)
+    conn.send(p0)
+    conn.send(p2)
+    conn.send(conn.initial(parts[0]))  # PTO retransmission: pn 0's frames in a new packet
+    n = conn.send(p1)
+    cap.expect("quic-sni", "app.clearview.ai", n, note="Initial pn 1 fills the last hole")
+    cap.add(cap.frames[n - 1].data)  # the same frame again, as a SPAN port may duplicate it
+    for frames in chaos_frames(rng, hello, 2):
+        conn.send(conn.initial(frames))
+    # B: single Initial, then the server's flight and the client's reply to the new CID.
+    conn = QuicConn(cap, eth, CLIENT_B, VENDOR_IP["lenso.ai"], scid_len=8)
+    hello = quic_firefox_hello(rng, "lenso.ai", conn.scid)
+    conn.send(conn.initial(q_crypto(0, hello)))
+    cap.expect("quic-sni", "lenso.ai", note="single Initial")
+    conn.handshake_reply()
+    # C: benign.
+    conn = QuicConn(cap, eth, CLIENT, BENIGN_WEB)
+    for frames in chaos_frames(rng, quic_chrome_hello(rng, "www.example.com"), 2):
+        conn.send(conn.initial(frames))
+    # D: IPv6, captured in the order 3, 1, 2.
+    conn = QuicConn(cap, eth, CLIENT6, SERVER6)
+    packets = [conn.initial(f) for f in chaos_frames(rng, quic_chrome_hello(rng, "pimeyes.com"), 3)]
+    for pkt in (packets[2], packets[0], packets[1]):
+        n = conn.send(pkt)
+    cap.expect("quic-sni", "pimeyes.com", n, note="IPv6, Initials captured as pn 2, 0, 1")
+    # E: VLAN-tagged.
+    conn = QuicConn(cap, eth_link(((0x8100, 100),)), CLIENT, VENDOR_IP["facecheck.id"], scid_len=8)
+    conn.send(conn.initial(q_crypto(0, quic_firefox_hello(rng, "facecheck.id", conn.scid))))
+    cap.expect("quic-sni", "facecheck.id", note="802.1Q VLAN 100")
+    cap.never("www.example.com")
+    cap.counters["quic_decrypt_failures"] = 0
+    cap.proves = [
+        "CRYPTO frames shuffled, split, overlapping and spread over reordered Initials are "
+        "reassembled; the detection is at the Initial that fills the last hole",
+        "retransmitted and duplicated Initials, server packets, Handshake and 1-RTT packets add "
+        "nothing; an Initial to the server's chosen CID is no decrypt failure",
+        "a single-Initial hello, IPv6 and 802.1Q-tagged QUIC are detected",
+    ]
+    return cap
+
+
+def cap_quic_coalesced_v2_vn() -> Capture:
+    cap = Capture(
+        "quic_coalesced_v2_vn",
+        (
+            "QUIC on UDP 443 beyond a plain v1 Initial. (A) A resuming Firefox-like client "
+            "(pre_shared_key + early_data) sends its hello for api.clearview.ai in an Initial "
+            "coalesced with a 0-RTT packet in one 1252-byte datagram, then a 0-RTT-only "
+            "datagram. (B) QUIC version 2 (RFC 9369, 0x6b3343cf: own salt, HKDF labels "
+            "'quicv2 ...', Initial long-header type bits 01): a Chrome-like hello for "
+            "www.pimeyes.com over 2 v2 Initials. (C) A client Initial of the reserved version "
+            "0x1a2a3a4a (undecryptable: counted in quic_unknown_versions) and the server's "
+            "Version Negotiation packet (UDP source port 443) offering v2 and v1 (counted in "
+            "quic_version_negotiation); no detection. (D) Garbage on UDP 443: a long header "
+            "of version 1 with Initial type bits, an 8-byte DCID and a random body, which fails "
+            "AEAD authentication (quic_decrypt_failures: 1), and a long header whose DCID length "
+            "byte is 21 (> 20, malformed: the tracker counts it in its own 'malformed' stat, "
+            "which the engine does not export; no engine counter moves)."
+        ),
+        malformed_expected=True,  # tshark calls the reserved version and the bad header malformed
+    )
+    cap.frame_check = True
+    eth = eth_link()
+    rng = cap.rng
+    # A: Initial + 0-RTT coalesced.
+    conn = QuicConn(cap, eth, CLIENT, VENDOR_IP["api.clearview.ai"], scid_len=8)
+    hello = quic_firefox_hello(rng, "api.clearview.ai", conn.scid, resumption=True)
+    zero_rtt_keys = opaque_keys(rng, QUIC_V1)
+    zrtt = quic_long_packet(zero_rtt_keys, QUIC_0RTT, conn.dcid, conn.scid, rng.randbytes(300), 0)
+    init = conn.initial(q_crypto(0, hello), size=1252 - len(zrtt))
+    conn.send(init + zrtt)
+    cap.expect("quic-sni", "api.clearview.ai", note="Initial coalesced with 0-RTT")
+    conn.send(
+        quic_long_packet(zero_rtt_keys, QUIC_0RTT, conn.dcid, conn.scid, rng.randbytes(200), 1)
+    )
+    # B: QUIC v2.
+    conn = QuicConn(cap, eth, CLIENT_B, VENDOR_IP["www.pimeyes.com"], version=QUIC_V2)
+    for frames in chaos_frames(rng, quic_chrome_hello(rng, "www.pimeyes.com"), 2):
+        n = conn.send(conn.initial(frames))
+    cap.expect("quic-sni", "www.pimeyes.com", n, note="QUIC v2, second Initial")
+    # C: reserved version -> Version Negotiation.
+    conn = QuicConn(cap, eth, CLIENT, VENDOR_IP["clearview.ai"], scid_len=8)
+    head = (
+        bytes([0xC0 | rng.randrange(0x40)])
+        + struct.pack("!I", QUIC_RESERVED_VERSION)
+        + _u8(conn.dcid)
+        + _u8(conn.scid)
+    )
+    conn.send(head + rng.randbytes(1200 - len(head)))
+    versions = struct.pack("!III", 0x3A4A5A6A, QUIC_V2, QUIC_V1)  # with a greased version
+    conn.send(
+        bytes([0x80 | rng.randrange(0x80)]) + bytes(4) + _u8(conn.scid) + _u8(conn.dcid) + versions,
+        c2s=False,
+    )
+    cap.counters["quic_version_negotiation"] = 1
+    cap.counters["quic_unknown_versions"] = 1
+    # D: garbage long headers.
+    conn = QuicConn(cap, eth, CLIENT_B, "203.0.113.200")
+    head = (
+        bytes([0xC0 | rng.randrange(0x10)])
+        + struct.pack("!I", QUIC_V1)
+        + _u8(conn.dcid)
+        + b"\x00\x00"
+    )
+    body_len = 1200 - len(head) - 2
+    conn.send(head + struct.pack("!H", 0x4000 | body_len) + rng.randbytes(body_len))
+    cap.counters["quic_decrypt_failures"] = 1
+    conn.send(bytes([0xC3]) + struct.pack("!I", QUIC_V1) + b"\x15" + rng.randbytes(60))
+    cap.proves = [
+        "an Initial coalesced with a 0-RTT packet is found; 0-RTT packets are skipped",
+        "QUIC v2 Initials are decrypted with the v2 salt, labels and type bits",
+        "Version Negotiation and unknown versions are counted, never detected",
+        "a long header that fails authentication is a counted decrypt failure; a broken one is "
+        "dropped",
+    ]
+    return cap
+
+
+# =============================================================================================
+# Blind spots: encrypted DNS (DoH, DoT, DoQ) and Encrypted Client Hello
+# =============================================================================================
+GOOGLE_DNS, CLOUDFLARE_DNS, QUAD9_DNS = "8.8.8.8", "1.1.1.1", "9.9.9.9"
+GOOGLE_DNS6 = "2001:4860:4860::8888"
+
+
+def plain_hello(rng: random.Random, sni: str | None, alpn: tuple[bytes, ...] = ()) -> Hello:
+    """A compact TLS 1.3 hello (GnuTLS/OpenSSL-like) with optional SNI and ALPN. Without SNI it
+    is what a client sends to an IP literal (DoH/DoT configured by address)."""
+    exts = [
+        _ext(11, _u8(b"\x00")),
+        _ext(10, _u16(_shorts(0x001D, 0x0017, 0x0018))),
+        _ext(35),
+        _ext(22),
+        _ext(23),
+        _ext(13, _u16(_shorts(0x0403, 0x0503, 0x0603, 0x0804, 0x0805, 0x0806, 0x0401, 0x0501))),
+        _ext(43, _u8(_shorts(0x0304, 0x0303))),
+        _ext(45, _u8(b"\x01")),
+        _ext(51, _u16(_shorts(0x001D) + _u16(rng.randbytes(32)))),
+    ]
+    if alpn:
+        exts.insert(0, _ext(16, _u16(b"".join(_u8(a) for a in alpn))))
+    if sni is not None:
+        exts.insert(0, _sni(sni))
+    ciphers = [0x1302, 0x1303, 0x1301, 0xC02C, 0xC02B, 0xC030, 0xC02F, 0xCCA9, 0xCCA8, 0x00FF]
+    body = (
+        b"\x03\x03"
+        + rng.randbytes(32)
+        + _u8(rng.randbytes(32))
+        + _u16(_shorts(*ciphers))
+        + b"\x01\x00"
+    )
+    record = b"\x16\x03\x01" + _u16(b"\x01" + _u24(body + _u16(b"".join(exts))))
+    return Hello(record, 5 + 4 + len(body) + 2 if sni is not None else -1)
+
+
+def cap_blind_spots() -> Capture:
+    cap = Capture(
+        "blind_spots",
+        (
+            "Signals of traffic the sensor cannot see into, from clients 192.0.2.10 (A), "
+            "192.0.2.11 (B) and 2001:db8:0:1::10, over 12 minutes of packet time (the real "
+            "public resolver addresses 8.8.8.8, 1.1.1.1, 9.9.9.9 and 2001:4860:4860::8888 are "
+            "used on purpose: no-SNI detection depends on them). DoH: A's Chrome-like hello "
+            "with SNI dns.google to 8.8.8.8:443 (encrypted-dns); A again 60 s later (same "
+            "client and name within 10 minutes: rate-limited, no event); B's hello to "
+            "dns.google 1 s later (event); A's hello without SNI to 1.1.1.1:443 (event named "
+            "1.1.1.1) and the IPv6 client's to [2001:4860:4860::8888]:443 (event named by that "
+            "address). DoT on TCP 853: a hello with SNI dns.quad9.net to 9.9.9.9 (ALPN dot) "
+            "and a hello without SNI to 198.51.100.54 (any hello on 853 counts; named by the "
+            "server address). DoQ: a QUIC Initial on UDP 853 with SNI dns.adguard-dns.com "
+            "(ALPN doq). DoH over HTTP/3: a QUIC Initial on UDP 443 with SNI "
+            "cloudflare-dns.com. ECH: a Chrome-like hello with a real ECH extension (0xfe0d, "
+            "config id 0x5a, 464-byte payload) whose outer SNI is the client-facing server "
+            "cloudflare-ech.com (ech-observed), the same again 5 s later (rate-limited), and "
+            "B's hello to cloudflare-ech.com without any ECH extension (no ech-observed: the "
+            "extension is required). No event: a Chrome hello with GREASE ECH to "
+            "www.example.com (only counted). Vendor access: a hello with a real ECH extension "
+            "and outer SNI app.clearview.ai (an ordinary tls-sni). Finally, about 12 minutes after "
+            "its first one, A's hello to dns.google again (the window has passed: event)."
+        ),
+    )
+    cap.frame_check = True
+    cap.tshark_args = ["-d", "udp.port==853,quic"]
+    eth = eth_link()
+    rng = cap.rng
+
+    def dot_doh(hello: Hello, srv: str, name: str, note: str, **kw: Any) -> None:
+        """A TLS connection whose hello is an encrypted-dns event named `name`, or none."""
+        evidence = "ip" if name and name[0].isdigit() else "tls-sni"
+        action = "encrypted-dns" if name else "vendor-access"
+        tls_flow(
+            cap,
+            eth,
+            hello,
+            srv=srv,
+            expect=name or None,
+            action=action,
+            evidence=evidence,
+            note=note,
+            **kw,
+        )
+
+    split = {"sizes": [TLS_SEGMENT]}
+    dot_doh(chrome_hello(rng, "dns.google"), GOOGLE_DNS, "dns.google", "client A, DoH", **split)
+    cap.wait(60)
+    dot_doh(plain_hello(rng, "dns.google", (b"h2", b"http/1.1")), GOOGLE_DNS, "", "")
+    cap.wait(1)
+    dot_doh(
+        plain_hello(rng, "dns.google", (b"h2",)),
+        GOOGLE_DNS,
+        "dns.google",
+        "client B (A's repeat 1 s before was rate-limited)",
+        cli=CLIENT_B,
+    )
+    dot_doh(
+        plain_hello(rng, None, (b"h2",)),
+        CLOUDFLARE_DNS,
+        CLOUDFLARE_DNS,
+        "client A, no SNI, public resolver address",
+    )
+    dot_doh(
+        plain_hello(rng, None, (b"h2",)),
+        GOOGLE_DNS6,
+        GOOGLE_DNS6,
+        "IPv6 client, no SNI, public resolver address",
+        cli=CLIENT6,
+    )
+    dot_doh(
+        plain_hello(rng, "dns.quad9.net", (b"dot",)),
+        QUAD9_DNS,
+        "dns.quad9.net",
+        "DoT, TCP 853",
+        sport=853,
+    )
+    dot_doh(plain_hello(rng, None), "198.51.100.54", "198.51.100.54", "DoT without SNI", sport=853)
+    conn = QuicConn(cap, eth, CLIENT, "198.51.100.57", sport=853, scid_len=8)
+    hello = quic_firefox_hello(rng, "dns.adguard-dns.com", conn.scid, alpn=b"doq")
+    conn.send(conn.initial(q_crypto(0, hello)))
+    cap.expect("quic-sni", "dns.adguard-dns.com", action="encrypted-dns", note="DoQ, UDP 853")
+    conn = QuicConn(cap, eth, CLIENT, "198.51.100.58")
+    for frames in chaos_frames(rng, quic_chrome_hello(rng, "cloudflare-dns.com"), 2):
+        conn.send(conn.initial(frames))
+    cap.expect("quic-sni", "cloudflare-dns.com", action="encrypted-dns", note="DoH over HTTP/3")
+    ech_front = "198.51.100.59"
+    tls_flow(
+        cap,
+        eth,
+        chrome_hello(rng, "cloudflare-ech.com", ech="real"),
+        srv=ech_front,
+        sizes=[TLS_SEGMENT],
+        expect="cloudflare-ech.com",
+        action="ech-observed",
+        note="real ECH extension",
+    )
+    cap.wait(5)
+    tls_flow(
+        cap,
+        eth,
+        chrome_hello(rng, "cloudflare-ech.com", ech="real"),
+        srv=ech_front,
+        sizes=[TLS_SEGMENT],
+    )
+    tls_flow(cap, eth, openssl_hello(rng, "cloudflare-ech.com"), srv=ech_front, cli=CLIENT_B)
+    tls_flow(cap, eth, chrome_hello(rng, "www.example.com"), srv=BENIGN_WEB, sizes=[TLS_SEGMENT])
+    tls_flow(
+        cap,
+        eth,
+        chrome_hello(rng, "app.clearview.ai", ech="real"),
+        srv=VENDOR_IP["app.clearview.ai"],
+        sizes=[TLS_SEGMENT],
+        expect="app.clearview.ai",
+    )
+    cap.wait(660)  # ~12 min after A's first dns.google event, 11 after the rate-limited one
+    dot_doh(
+        chrome_hello(rng, "dns.google"),
+        GOOGLE_DNS,
+        "dns.google",
+        "client A, about 12 minutes after its first event",
+        **split,
+    )
+    cap.never("www.example.com")
+    actions = [d.action for d in cap.detections]
+    cap.counters["encrypted_dns_events"] = actions.count("encrypted-dns")
+    cap.counters["ech_observed_events"] = actions.count("ech-observed")
+    cap.counters["blind_spot_suppressed"] = 2  # A's dns.google after 60 s, the ECH repeat
+    # hellos with extension 0xfe0d: 6 chrome_hello (GREASE or real ECH), 1 quic_chrome_hello
+    # and 1 quic_firefox_hello (GREASE ECH); plain_hello and openssl_hello carry none
+    cap.counters["ech_offered_hellos"] = 8
+    cap.proves = [
+        "a TLS or QUIC hello to a public resolver name, a hello without SNI to a public resolver "
+        "address, and any hello on TCP/UDP 853 are encrypted-dns events",
+        "encrypted-dns and ech-observed are rate-limited per (client, name) for 10 minutes",
+        "ECH to a client-facing server is ech-observed; GREASE ECH is nothing; a vendor outer "
+        "SNI stays an ordinary tls-sni",
+    ]
+    return cap
+
+
 def all_captures() -> list[Capture]:
     return [
         cap_tls_out_of_order(),
@@ -1934,6 +2637,9 @@ def all_captures() -> list[Capture]:
         cap_http_cases(),
         cap_http_connect_tunnel(),
         cap_decoys(),
+        cap_quic_reorder_split(),
+        cap_quic_coalesced_v2_vn(),
+        cap_blind_spots(),
     ]
 
 
@@ -2033,7 +2739,17 @@ def write_intent(cap: Capture, path: Path) -> None:
     if dets:
         lines.append("detections:")
         for d in dets:
-            lines.append(f"  - {{evidence: {d.evidence}, name: {d.name}}}  # frame {d.frame}")
+            note = f": {d.note}" if d.note else ""
+            if d.action == "vendor-access":
+                entry = f"{{evidence: {d.evidence}, name: {d.name}}}"
+            else:  # blind-spot signal: the name is an SNI or, without one, the server IP
+                entry = (
+                    f"{{action: {d.action}, name: '{d.name}'}}"
+                    if ":" in d.name
+                    else (f"{{action: {d.action}, name: {d.name}}}")
+                )
+                note = f": {d.evidence}{', ' + d.note if d.note else ''}"
+            lines.append(f"  - {entry}  # frame {d.frame}{note}")
     else:
         lines.append("detections: []")
     lines.append(f"must_not_match: [{', '.join(cap.must_not_match)}]")
@@ -2042,8 +2758,36 @@ def write_intent(cap: Capture, path: Path) -> None:
         lines += [f"  {k}: {v}" for k, v in cap.counters.items()]
     text = "\n".join(lines) + "\n"
     loaded = yaml.safe_load(text)
-    assert loaded["detections"] == [{"evidence": d.evidence, "name": d.name} for d in dets]
+    assert loaded["detections"] == [
+        {"evidence": d.evidence, "name": d.name}
+        if d.action == "vendor-access"
+        else {"action": d.action, "name": d.name}
+        for d in dets
+    ]
     path.write_text(text)
+
+
+README_QUIC_AND_BLIND_SPOTS = [
+    "- QUIC: one quic-sni per QUIC connection (client address/port and original Destination",
+    "  Connection ID) at the client Initial that completes the ClientHello. CRYPTO frames may be",
+    "  shuffled, split, overlapping and spread over reordered Initials; retransmitted or",
+    "  duplicated Initials, server packets, 0-RTT, Handshake and 1-RTT packets add nothing. A",
+    "  client Initial sent to the server's chosen CID is opened with the original keys (not a",
+    "  decrypt failure). QUIC v2 (RFC 9369) Initials are read like v1 ones.",
+    "- Version Negotiation packets and long headers of unknown versions are counted",
+    "  (quic_version_negotiation, quic_unknown_versions), never detected. A long header with",
+    "  Initial type bits that fails AEAD authentication counts in quic_decrypt_failures; a long",
+    "  header whose framing is broken is dropped (tracker stat 'malformed', no engine counter).",
+    "- A detection may carry `action` (default vendor-access, then written as before).",
+    "  `{action: encrypted-dns, name: N}`: a TLS or QUIC ClientHello whose SNI is a public",
+    "  resolver host (dns.google, cloudflare-dns.com, dns.quad9.net, ...), a hello without SNI",
+    "  to a public resolver address (8.8.8.8, 1.1.1.1, 9.9.9.9, 2001:4860:4860::8888), any",
+    "  hello on TCP 853 (DoT) or QUIC Initial on UDP 853 (DoQ); N is the SNI, or the server",
+    "  address when there is none. `{action: ech-observed, name: N}`: a hello carrying",
+    "  extension 0xfe0d whose outer SNI is an ECH client-facing server (cloudflare-ech.com).",
+    "  Both are limited to one event per (client IP, N) per 10 minutes of packet time. A GREASE",
+    "  ECH hello to an ordinary site is no event; a vendor outer SNI with ECH is a tls-sni.",
+]
 
 
 def write_readme(caps: list[Capture], path: Path) -> None:
@@ -2090,7 +2834,12 @@ def write_readme(caps: list[Capture], path: Path) -> None:
         "  answers (407 included); after a 2xx the tunnelled ClientHello gives its own tls-sni.",
         "- An ECH outer ClientHello is reported with its outer (public) SNI like any other hello;",
         "  real and GREASE ECH extensions look alike on the wire and are simply skipped.",
-        "- Counter names used in the intents: dns_parse_errors, ipv4_fragments_skipped.",
+        *README_QUIC_AND_BLIND_SPOTS,
+        "- Counter names used in the intents: dns_parse_errors, ipv4_fragments_skipped,",
+        "  quic_version_negotiation, quic_unknown_versions, quic_decrypt_failures,",
+        "  encrypted_dns_events, ech_observed_events, blind_spot_suppressed (events not emitted",
+        "  because of the rate limit), ech_offered_hellos (hellos carrying extension 0xfe0d, real",
+        "  or GREASE).",
         "",
         "## Captures",
         "",
@@ -2100,7 +2849,8 @@ def write_readme(caps: list[Capture], path: Path) -> None:
     for cap in caps:
         counts: dict[str, int] = {}
         for d in cap.detections:
-            counts[d.evidence] = counts.get(d.evidence, 0) + 1
+            kind = d.evidence if d.action == "vendor-access" else d.action
+            counts[kind] = counts.get(kind, 0) + 1
         det = ", ".join(f"{n} {k}" for k, n in counts.items()) or "none"
         extra = "".join(f"; {k}={v}" for k, v in cap.counters.items())
         proves = "<br>".join(cap.proves)
@@ -2136,6 +2886,8 @@ FIELDS = {
     "tls-sni": ["tls.handshake.extensions_server_name"],
     "http-host": ["http.host", "http.request.uri"],
     "http-connect": ["http.request.uri"],
+    "quic-sni": ["tls.handshake.extensions_server_name"],  # tshark decrypts client Initials
+    "ip": ["ip.dst", "ipv6.dst"],  # blind-spot signal named by the server address (no SNI)
 }
 
 
@@ -2154,6 +2906,43 @@ def _tshark(path: Path, extra: list[str], *args: str) -> str:
         check=False,
     )
     return res.stdout + res.stderr
+
+
+def _misplaced_hellos(cap: Capture, path: Path) -> list[str]:
+    """Detections whose frame holds no ClientHello with that name in tshark's dissection (TCP
+    reassembly and QUIC CRYPTO reassembly put the hello in the frame that completes it)."""
+    out = _tshark(
+        path,
+        cap.tshark_args,
+        "-Y",
+        "tls.handshake.type == 1",
+        "-T",
+        "fields",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=;",
+        "-e",
+        "frame.number",
+        "-e",
+        "tls.handshake.extensions_server_name",
+        "-e",
+        "ip.dst",
+        "-e",
+        "ipv6.dst",
+    )
+    hellos: dict[int, set[str]] = {}
+    for line in out.splitlines():
+        cols = line.split("\t")
+        if len(cols) < 4 or not cols[0].isdigit():
+            continue
+        snis = {_norm(v) for v in cols[1].split(";") if v}
+        hellos[int(cols[0])] = snis or {cols[2] or cols[3]}
+    return [
+        f"{d.name}@{d.frame}"
+        for d in cap.detections
+        if d.evidence in ("tls-sni", "quic-sni", "ip") and d.name not in hellos.get(d.frame, ())
+    ]
 
 
 def check(out_dir: Path) -> int:
@@ -2192,8 +2981,9 @@ def check(out_dir: Path) -> int:
             for fld in flds:
                 args += ["-e", fld]
             names: set[str] = set()
+            norm = (lambda v: v.strip()) if ev == "ip" else _norm
             for line in _tshark(path, cap.tshark_args, *args).splitlines():
-                names |= {_norm(v) for v in line.split(",") if v.strip()}
+                names |= {norm(v) for v in line.split(",") if v.strip()}
             seen[ev] = names
         missing = [
             f"{d.evidence}:{d.name}" for d in cap.detections if d.name not in seen[d.evidence]
@@ -2210,6 +3000,10 @@ def check(out_dir: Path) -> int:
         if missing or absent:
             failures += 1
             status = f"tshark does not show {missing}; absent must_not_match {absent}"
+        misplaced = _misplaced_hellos(cap, path) if cap.frame_check else []
+        if misplaced:
+            failures += 1
+            status = f"tshark shows no such hello in the detection's frame: {misplaced}"
         print(
             f"{cap.name + cap.suffix:42s} frames={len(cap.frames):3d} "
             f"detections={len(cap.detections):2d} expert_errors={nerr:2d} {status}"
