@@ -15,8 +15,8 @@ Approvals name people (``users``) and machines (``workstations``), never IP addr
 hands an address to someone else tomorrow, so an address-based approval would sanction a
 stranger.  An approval for a workstation covers whoever uses it (e.g. a forensic terminal).
 
-The file is loaded with the blocklist loader's line-preserving YAML composer, so every error
-reads FILE:LINE just like blocklist errors.
+The file is read with the line-preserving YAML layer the blocklists use
+(:mod:`monitor.config.yamlsource`), so every error reads FILE:LINE just like blocklist errors.
 """
 
 from __future__ import annotations
@@ -28,20 +28,19 @@ import re
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 
-from monitor.blocklist.loader import (
-    _VENDOR_ID,
-    BlocklistError,
-    _compose,
-    _describe,
-    _Entry,
-    _FileParser,
-    _read_text,
-    _syntax_error,
+from monitor.blocklist.loader import VENDOR_ID
+from monitor.config.yamlsource import (
+    ConfigError,
+    Entry,
+    FileKind,
+    FileParser,
+    describe,
+    parse_text,
+    read_text,
 )
 
 __all__ = [
@@ -78,19 +77,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_US = timedelta(microseconds=1)
 
 
-class ApprovalsError(ValueError):
+class ApprovalsError(ConfigError):
     """An approvals-file problem, located as FILE:LINE like blocklist errors."""
 
-    def __init__(self, file: str | os.PathLike[str], line: int | None, problem: str) -> None:
-        self.file = os.fspath(file)
-        self.line = line
-        self.problem = problem
-        super().__init__(str(self))
 
-    def __str__(self) -> str:
-        if self.line is None:
-            return f"{self.file}: {self.problem}"
-        return f"{self.file}:{self.line}: {self.problem}"
+_KIND = FileKind(
+    error=ApprovalsError,
+    document="an approvals file",
+    expected="'approvals:'",
+    quote_example='vendors: "*"',
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,22 +204,24 @@ def _user_keys(user: str | None, domain: str | None) -> list[str]:
     return keys
 
 
-class _ApprovalsParser(_FileParser):
-    """The blocklist walker's structure checks, plus the approvals schema."""
+class _ApprovalsParser(FileParser):
+    """The shared strict accessors, plus the approvals schema."""
+
+    error_type = ApprovalsError
 
     def __init__(self, file: str, known_vendors: Collection[str] | None) -> None:
         super().__init__(file)
         self.known_vendors = None if known_vendors is None else frozenset(known_vendors)
         self.zone: ZoneInfo | None = None
 
-    def list_of(self, entry: _Entry, what: str) -> list[yaml.Node]:
+    def list_of(self, entry: Entry, what: str) -> list[yaml.Node]:
         """Like ``sequence`` but an explicitly empty list (``[]``) is allowed."""
         _, value = entry
         if isinstance(value, yaml.SequenceNode) and not value.value:
             return []
         return self.sequence(entry, what)
 
-    def names(self, entry: _Entry, what: str) -> list[str]:
+    def names(self, entry: Entry, what: str) -> list[str]:
         out: list[str] = []
         for node in self.sequence(entry, what):
             text = self.string((node, node), what)
@@ -248,11 +246,11 @@ class _ApprovalsParser(_FileParser):
             approvals.append(approval)
         return tuple(approvals)
 
-    def groups(self, entry: _Entry) -> dict[str, tuple[frozenset[str], frozenset[str], int]]:
+    def groups(self, entry: Entry) -> dict[str, tuple[frozenset[str], frozenset[str], int]]:
         _, node = entry
         if not isinstance(node, yaml.MappingNode):
             raise self.value_error(
-                entry, f"groups must map group names to members, got {_describe(node)}"
+                entry, f"groups must map group names to members, got {describe(node)}"
             )
         groups: dict[str, tuple[frozenset[str], frozenset[str], int]] = {}
         for key, value in node.value:
@@ -341,7 +339,7 @@ class _ApprovalsParser(_FileParser):
             line=line,
         )
 
-    def vendors(self, entry: _Entry) -> frozenset[str] | None:
+    def vendors(self, entry: Entry) -> frozenset[str] | None:
         _, value = entry
         if isinstance(value, yaml.ScalarNode) and value.value == ALL_VENDORS:
             return None
@@ -353,7 +351,7 @@ class _ApprovalsParser(_FileParser):
                 if len(nodes) > 1:
                     raise self.error(vnode, "'*' covers every vendor; list it alone")
                 return None
-            if not _VENDOR_ID.fullmatch(vid):
+            if not VENDOR_ID.fullmatch(vid):
                 raise self.error(vnode, f"vendor id {vid!r} must match [a-z0-9][a-z0-9-]*")
             if self.known_vendors is not None and vid not in self.known_vendors:
                 hint = difflib.get_close_matches(vid, sorted(self.known_vendors), n=1)
@@ -362,12 +360,12 @@ class _ApprovalsParser(_FileParser):
             ids.add(vid)
         return frozenset(ids)
 
-    def instant(self, entry: _Entry, what: str) -> int:
+    def instant(self, entry: Entry, what: str) -> int:
         """An RFC 3339 date-time with offset, or a date (midnight in the file's zone)."""
         _, value = entry
         if not isinstance(value, yaml.ScalarNode) or value.tag not in (_STR, _TIMESTAMP):
             raise self.value_error(
-                entry, f"{what} must be a date or an RFC 3339 time, got {_describe(value)}"
+                entry, f"{what} must be a date or an RFC 3339 time, got {describe(value)}"
             )
         text = value.value.strip()
         try:
@@ -395,21 +393,8 @@ def parse_approvals(
     known_vendors: Collection[str] | None = None,
 ) -> Approvals:
     """Parse approvals YAML text; raises ApprovalsError (FILE:LINE) on the first problem."""
-    try:
-        try:
-            root = _compose(text, file)
-        except yaml.MarkedYAMLError as exc:
-            raise _syntax_error(file, text, exc) from None
-        except yaml.reader.ReaderError as exc:
-            line = text[: exc.position].count("\n") + 1
-            raise BlocklistError(file, line, "a character that is not allowed in YAML") from None
-        except yaml.YAMLError as exc:
-            raise BlocklistError(file, None, f"YAML error: {exc}") from None
-        if root is None:
-            raise BlocklistError(file, 1, "the file is empty; expected 'approvals:'")
-        entries = _ApprovalsParser(file, known_vendors).approvals_document(root)
-    except BlocklistError as exc:
-        raise ApprovalsError(exc.file, exc.line, _reword(exc.problem)) from None
+    root = parse_text(text, file, kind=_KIND)
+    entries = _ApprovalsParser(file, known_vendors).approvals_document(root)
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return Approvals(entries, path=file, digest=digest)
 
@@ -423,14 +408,5 @@ def load_approvals(
     ``vendors:`` -- a misspelt vendor would otherwise sanction nothing and alert silently.
     """
     file = os.fspath(path)
-    try:
-        text = _read_text(Path(file), file)
-    except BlocklistError as exc:
-        raise ApprovalsError(exc.file, exc.line, exc.problem) from None
+    text = read_text(file, error=ApprovalsError)
     return parse_approvals(text, file, known_vendors)
-
-
-def _reword(problem: str) -> str:
-    # The shared composer words two messages for blocklists.
-    problem = problem.replace("a blocklist file", "an approvals file")
-    return problem.replace('e.g. wildcard: "*.example.com"', 'e.g. vendors: "*"')

@@ -5,12 +5,12 @@ a missed detection nobody notices.  So the loader is deliberately unforgiving --
 wrong types, duplicates and implausible names are all errors -- and every error names the file
 and line of the offending YAML node, which is why the file is walked as a node graph (as
 ``yaml.compose`` builds it) instead of being turned into plain dicts that have forgotten their
-lines.
+lines.  That machinery is shared with the other configuration files and lives in
+:mod:`monitor.config.yamlsource`; this module holds the blocklist schema.
 """
 
 from __future__ import annotations
 
-import difflib
 import importlib.resources
 import importlib.util
 import ipaddress
@@ -33,8 +33,18 @@ from monitor.blocklist.model import (
     Vendor,
 )
 from monitor.blocklist.names import MAX_NAME_LENGTH, normalize_name
+from monitor.config.yamlsource import MAX_NESTING as MAX_NESTING  # re-exported
+from monitor.config.yamlsource import (
+    ConfigError,
+    FileKind,
+    FileParser,
+    compose_text,
+    parse_text,
+    read_text,
+)
 
 __all__ = [
+    "VENDOR_ID",
     "BlocklistError",
     "check_paths",
     "load_blocklist",
@@ -45,28 +55,12 @@ __all__ = [
 #: Far above any real list (100k indicators is ~4 MB) but stops an accidental multi-GB file.
 MAX_FILE_BYTES = 64 * 1024 * 1024
 
-# libyaml is ~10x faster on big lists and reports the same marks; fall back if absent.
+#: The composer's reader; a module attribute so tests can swap in the pure-Python one.
 _YAML_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
-#: The schema nests five levels deep.  The limit exists because both stock composers recurse
-#: per level: libyaml's segfaults and PyYAML's hits RecursionError on "[[[[..." input.
-MAX_NESTING = 32
-
-_STR = "tag:yaml.org,2002:str"
-_NULL = "tag:yaml.org,2002:null"
-_BOOL = "tag:yaml.org,2002:bool"
-_TAG_NAMES = {
-    "tag:yaml.org,2002:int": "a number",
-    "tag:yaml.org,2002:float": "a number",
-    _BOOL: "a boolean",
-    _NULL: "empty",
-    "tag:yaml.org,2002:timestamp": "a date",
-    "tag:yaml.org,2002:seq": "a list",
-    "tag:yaml.org,2002:map": "a mapping",
-}
-
 _LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
-_VENDOR_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
+#: Vendor ids as events and approvals files name them.
+VENDOR_ID = re.compile(r"[a-z0-9][a-z0-9-]*")
 _LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?")
 _GLOB_LABEL = re.compile(r"[a-z0-9_*-]{1,63}")
 
@@ -77,103 +71,22 @@ _VENDOR_REQUIRED = ("id", "name", "category", "severity", "references", "indicat
 _INDICATOR_KEYS = (*INDICATOR_KINDS, "severity", "shared", "note")
 
 
-class BlocklistError(ValueError):
+class BlocklistError(ConfigError):
     """A blocklist problem, located as FILE:LINE so editors and CI logs can jump to it."""
 
-    def __init__(self, file: str | os.PathLike[str], line: int | None, problem: str) -> None:
-        self.file = os.fspath(file)
-        self.line = line
-        self.problem = problem
-        super().__init__(str(self))
 
-    def __str__(self) -> str:
-        if self.line is None:
-            return f"{self.file}: {self.problem}"
-        return f"{self.file}:{self.line}: {self.problem}"
+_KIND = FileKind(
+    error=BlocklistError,
+    document="a blocklist file",
+    expected="a blocklist mapping",
+    quote_example='wildcard: "*.example.com"',
+)
 
 
-_Entry = tuple[yaml.Node, yaml.Node]
+class _FileParser(FileParser):
+    """Walks one composed blocklist; the shared strict accessors plus the blocklist schema."""
 
-
-class _FileParser:
-    """Walks one composed YAML document; holds the file name so every error can carry it."""
-
-    def __init__(self, file: str) -> None:
-        self.file = file
-
-    def error(self, node: yaml.Node | None, problem: str) -> BlocklistError:
-        line = None if node is None else node.start_mark.line + 1
-        return BlocklistError(self.file, line, problem)
-
-    def value_error(self, entry: _Entry, problem: str) -> BlocklistError:
-        # An empty value's mark can point past the key; the key's line is where to look.
-        key, value = entry
-        return self.error(key if value.tag == _NULL else value, problem)
-
-    # -- structure ------------------------------------------------------------------------
-
-    def mapping(
-        self,
-        node: yaml.Node,
-        what: str,
-        allowed: tuple[str, ...],
-        required: tuple[str, ...],
-    ) -> dict[str, _Entry]:
-        if not isinstance(node, yaml.MappingNode):
-            raise self.error(node, f"{what} must be a mapping, got {_describe(node)}")
-        entries: dict[str, _Entry] = {}
-        for key, value in node.value:
-            if not isinstance(key, yaml.ScalarNode) or key.tag != _STR:
-                raise self.error(key, f"{what} has a key that is not a plain name")
-            name = key.value
-            if name in entries:
-                first = entries[name][0].start_mark.line + 1
-                raise self.error(key, f"duplicate key {name!r} in {what} (first on line {first})")
-            if name not in allowed:
-                hint = difflib.get_close_matches(name, allowed, n=1)
-                suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise self.error(
-                    key,
-                    f"unknown key {name!r} in {what}{suggestion} (allowed: {', '.join(allowed)})",
-                )
-            entries[name] = (key, value)
-        for name in required:
-            if name not in entries:
-                raise self.error(node, f"{what} is missing required key {name!r}")
-        return entries
-
-    def string(self, entry: _Entry, what: str) -> str:
-        _, value = entry
-        if not isinstance(value, yaml.ScalarNode) or value.tag != _STR:
-            quote = " (quote it)" if isinstance(value, yaml.ScalarNode) else ""
-            raise self.value_error(entry, f"{what} must be a string, got {_describe(value)}{quote}")
-        if not value.value.strip():
-            raise self.value_error(entry, f"{what} must not be empty")
-        return value.value
-
-    def optional_string(self, entries: dict[str, _Entry], key: str, what: str) -> str | None:
-        entry = entries.get(key)
-        if entry is None or entry[1].tag == _NULL:
-            return None
-        return self.string(entry, what)
-
-    def choice(self, entry: _Entry, what: str, allowed: tuple[str, ...]) -> str:
-        text = self.string(entry, what)
-        if text not in allowed:
-            raise self.value_error(entry, f"{what} {text!r} is not one of: {', '.join(allowed)}")
-        return text
-
-    def sequence(self, entry: _Entry, what: str) -> list[yaml.Node]:
-        _, value = entry
-        if not isinstance(value, yaml.SequenceNode):
-            raise self.value_error(
-                entry, f"{what} must be a list of '- ...' items, got {_describe(value)}"
-            )
-        if not value.value:
-            raise self.value_error(entry, f"{what} must not be empty")
-        return list(value.value)
-
-    # -- document -------------------------------------------------------------------------
+    error_type = BlocklistError
 
     def document(self, root: yaml.Node) -> tuple[Blocklist, int]:
         top = self.mapping(root, "the blocklist", _TOP_KEYS, _TOP_REQUIRED)
@@ -209,7 +122,7 @@ class _FileParser:
     def vendor(self, node: yaml.Node, seen: dict[str, int]) -> tuple[Vendor, list[yaml.Node]]:
         fields = self.mapping(node, "vendor", _VENDOR_KEYS, _VENDOR_REQUIRED)
         vendor_id = self.string(fields["id"], "vendor id")
-        if not _VENDOR_ID.fullmatch(vendor_id):
+        if not VENDOR_ID.fullmatch(vendor_id):
             raise self.value_error(
                 fields["id"], f"vendor id {vendor_id!r} must match [a-z0-9][a-z0-9-]*"
             )
@@ -288,12 +201,7 @@ class _FileParser:
             severity = self.choice(fields["severity"], "severity", SEVERITY_LEVELS)
         shared = False
         if "shared" in fields:
-            shared_node = fields["shared"][1]
-            if not isinstance(shared_node, yaml.ScalarNode) or shared_node.tag != _BOOL:
-                raise self.value_error(
-                    fields["shared"], f"shared must be true or false, got {_describe(shared_node)}"
-                )
-            shared = shared_node.value.lower() in ("true", "yes", "on", "y")
+            shared = self.boolean(fields["shared"], "shared")
         return Indicator(
             kind=kind,
             value=value,
@@ -306,15 +214,6 @@ class _FileParser:
             file=self.file,
             line=line,
         )
-
-
-def _describe(node: yaml.Node) -> str:
-    if isinstance(node, yaml.ScalarNode) and node.tag == _STR:
-        return "a string"
-    if isinstance(node, yaml.ScalarNode) and node.tag in _TAG_NAMES:
-        described = _TAG_NAMES[node.tag]
-        return described if node.tag == _NULL else f"{described} ({node.value})"
-    return _TAG_NAMES.get(node.tag, node.tag)
 
 
 # -- indicator value checks ---------------------------------------------------------------
@@ -417,138 +316,18 @@ def _is_ip(text: str) -> bool:
 # -- files ---------------------------------------------------------------------------------
 
 
-def _read_text(path: Path, file: str) -> str:
-    try:
-        with path.open("rb") as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
-    except OSError as exc:
-        raise BlocklistError(file, None, f"cannot read: {exc.strerror or exc}") from None
-    if len(data) > MAX_FILE_BYTES:
-        raise BlocklistError(file, None, f"larger than {MAX_FILE_BYTES} bytes")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise BlocklistError(file, line, "not valid UTF-8") from None
-
-
 def _load(path: str | os.PathLike[str]) -> tuple[Blocklist, int]:
     """Load one file; also returns the line of its ``list:`` value for cross-file errors."""
     file = os.fspath(path)
-    text = _read_text(Path(file), file)
-    try:
-        root = _compose(text, file)
-    except yaml.MarkedYAMLError as exc:
-        raise _syntax_error(file, text, exc) from None
-    except yaml.reader.ReaderError as exc:
-        line = text[: exc.position].count("\n") + 1
-        char = exc.character
-        code = char if isinstance(char, int) else ord(char[:1] or "\0")
-        raise BlocklistError(file, line, f"character U+{code:04X} is not allowed in YAML") from None
-    except yaml.YAMLError as exc:
-        raise BlocklistError(file, None, f"YAML error: {exc}") from None
-    if root is None:
-        raise BlocklistError(file, 1, "the file is empty; expected a blocklist mapping")
+    text = read_text(file, error=BlocklistError, max_bytes=MAX_FILE_BYTES)
+    root = parse_text(text, file, kind=_KIND, yaml_loader=_YAML_LOADER)
     return _FileParser(file).document(root)
 
 
 def _compose(text: str, file: str) -> yaml.Node | None:
-    """Equivalent of ``yaml.compose`` (safe tags, same nodes and marks) with bounded nesting.
-
-    Built iteratively from the parser's event stream -- libyaml's parser itself keeps an
-    explicit stack, so only composition needed replacing to stop deep input crashing us.
-    """
-    loader = _YAML_LOADER(text)
-    try:
-        loader.get_event()  # stream start
-        if loader.check_event(yaml.StreamEndEvent):
-            return None
-        loader.get_event()  # document start
-        anchors: dict[str, yaml.Node] = {}
-        # Open collections, each with the mapping key waiting for its value (if any).
-        stack: list[tuple[yaml.CollectionNode, list[yaml.Node]]] = []
-        root: yaml.Node | None = None
-        while root is None:
-            event = loader.get_event()
-            node: yaml.Node
-            if isinstance(event, yaml.AliasEvent):
-                if event.anchor not in anchors:
-                    raise BlocklistError(
-                        file, event.start_mark.line + 1, f"undefined YAML alias *{event.anchor}"
-                    )
-                node = anchors[event.anchor]
-            elif isinstance(event, yaml.ScalarEvent):
-                tag = event.tag
-                if tag is None or tag == "!":
-                    tag = loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-                node = yaml.ScalarNode(
-                    tag, event.value, event.start_mark, event.end_mark, style=event.style
-                )
-            elif isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent):
-                if len(stack) >= MAX_NESTING:
-                    raise BlocklistError(
-                        file,
-                        event.start_mark.line + 1,
-                        f"YAML nested deeper than {MAX_NESTING} levels",
-                    )
-                kind = (
-                    yaml.SequenceNode
-                    if isinstance(event, yaml.SequenceStartEvent)
-                    else yaml.MappingNode
-                )
-                tag = event.tag
-                if tag is None or tag == "!":
-                    tag = loader.resolve(kind, None, event.implicit)
-                collection = kind(tag, [], event.start_mark, None, flow_style=event.flow_style)
-                if event.anchor is not None:
-                    anchors[event.anchor] = collection
-                stack.append((collection, []))
-                continue
-            elif isinstance(event, yaml.CollectionEndEvent):
-                node, _ = stack.pop()
-                node.end_mark = event.end_mark
-            else:  # pragma: no cover - the parser emits nothing else inside a document
-                raise BlocklistError(file, event.start_mark.line + 1, "unexpected YAML event")
-            if isinstance(event, yaml.ScalarEvent) and event.anchor is not None:
-                anchors[event.anchor] = node
-            if not stack:
-                root = node
-            else:
-                parent, pending = stack[-1]
-                if isinstance(parent, yaml.SequenceNode):
-                    parent.value.append(node)
-                elif pending:
-                    parent.value.append((pending.pop(), node))
-                else:
-                    pending.append(node)
-        loader.get_event()  # document end
-        if not loader.check_event(yaml.StreamEndEvent):
-            event = loader.get_event()
-            raise BlocklistError(
-                file,
-                event.start_mark.line + 1,
-                "a blocklist file must hold a single YAML document",
-            )
-        return root
-    finally:
-        loader.dispose()
-
-
-def _syntax_error(file: str, text: str, exc: yaml.MarkedYAMLError) -> BlocklistError:
-    # An unterminated construct is only noticed where the scanner gives up, possibly many
-    # lines later (or past the last line), so the message also says where it started.
-    last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
-    problem_line = None if exc.problem_mark is None else min(exc.problem_mark.line + 1, last_line)
-    context_line = None if exc.context_mark is None else exc.context_mark.line + 1
-    message = f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
-    if exc.context and exc.problem:
-        message += f" ({exc.context}"
-        if context_line is not None and context_line != problem_line:
-            message += f" started on line {context_line}"
-        message += ")"
-    if "alias" in message:
-        message += "; values starting with '*' must be quoted, e.g. wildcard: \"*.example.com\""
-    return BlocklistError(file, problem_line or context_line, message)
+    """The shared bounded composer with this module's reader and wording (tests compare it
+    with ``yaml.compose``)."""
+    return compose_text(text, file, kind=_KIND, yaml_loader=_YAML_LOADER)
 
 
 def load_blocklist(path: str | os.PathLike[str]) -> Blocklist:
