@@ -89,6 +89,24 @@ CASES = {
         True,
     ),
     "v4 fragment": (IP(flags="MF") / UDP(sport=40000, dport=53) / (b"\0" * 20), True),
+    "dhcp request": (v4(UDP(sport=68, dport=67) / (b"\x01" + b"\0" * 240)), True),
+    "dhcpv6 solicit": (v6(UDP(sport=546, dport=547) / (b"\x01" + b"\0" * 20)), True),
+    "kerberos udp": (v4(UDP(sport=40000, dport=88) / (b"\x6a" + b"\0" * 40)), True),
+    "kerberos tcp reply": (v4(TCP(sport=88, dport=40000, flags="PA") / (b"\0" * 40)), True),
+    "smb2 session setup": (
+        v4(
+            TCP(sport=40000, dport=445, flags="PA")
+            / (b"\0\0\0\x60\xfeSMB" + b"\x40\0" + b"\0" * 6 + b"\x01\0" + b"\0" * 80)
+        ),
+        True,
+    ),
+    "smb2 read": (
+        v4(
+            TCP(sport=40000, dport=445, flags="PA")
+            / (b"\0\0\0\x60\xfeSMB" + b"\x40\0" + b"\0" * 6 + b"\x08\0" + b"\0" * 80)
+        ),
+        False,
+    ),
     "vxlan": (v4(UDP(sport=40000, dport=4789) / (b"\x08" + b"\0" * 60)), True),
 }
 

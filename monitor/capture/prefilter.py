@@ -103,7 +103,17 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
         "(ip6 and (ip6[6] = 0 or ip6[6] = 43 or ip6[6] = 44 or ip6[6] = 51 or ip6[6] = 60))"
         " or (ip and ip[6:2] & 0x3fff != 0)"
     )
-    clauses = (dns_any, v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque)
+    # Identity evidence for attribution: DHCPv4/v6, Kerberos (UDP and TCP 88), and the SMB2
+    # SESSION_SETUP requests that carry NTLM (NetBIOS header, 0xFE 'SMB', command 1 little-endian)
+    # -- not the rest of SMB, which is file traffic.
+    identity = (
+        "udp port 67 or udp port 68 or udp port 546 or udp port 547 or port 88"
+        " or (ip and tcp dst port 445 and tcp[((tcp[12]&0xf0)>>2) + 4] = 0xfe"
+        " and tcp[((tcp[12]&0xf0)>>2) + 16:2] = 0x0100)"
+        " or (ip6 and ip6[6] = 6 and tcp dst port 445 and ip6[44 + ((ip6[52]&0xf0)>>2)] = 0xfe"
+        " and ip6[56 + ((ip6[52]&0xf0)>>2):2] = 0x0100)"
+    )
+    clauses = (dns_any, v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque, identity)
     core = "(" + " or ".join(clauses) + ")"
     if not vlan:
         return core
