@@ -15,6 +15,11 @@ capture each use happened.  The evidence rules of pcaps/README conventions are a
 * quic-sni: one per QUIC connection whose Initial ClientHello SNI matches, at the Initial that
   completes it.
 
+Blind-spot signals (only with --resolver-names / --encrypted-dns-ports): a TLS or QUIC
+ClientHello whose SNI is a public resolver host, or any hello on an encrypted-DNS port (DoT TCP
+853, DoQ UDP 853), is an `{action: encrypted-dns, name: SNI or server IP}` entry, at most one per
+(client IP, name) per --rate-limit seconds of packet time.
+
 A name on the wire that the script did not declare aborts the run: a surprise in a capture has
 to be looked at, not silently written down as expected.
 """
@@ -49,6 +54,35 @@ class Detection:
     evidence: str
     name: str
     note: str
+    action: str = "vendor-access"
+
+
+@dataclass(slots=True)
+class BlindSpots:
+    """The encrypted-DNS rules of the sensor semantics; empty: no blind-spot entries at all."""
+
+    resolver_names: frozenset[str] = frozenset()
+    ports: frozenset[int] = frozenset()
+    window_s: float = 600.0
+    last_event: dict[tuple[str, str], float] = field(default_factory=dict)
+    names: set[str] = field(default_factory=set)  # names reported as encrypted-dns
+
+    def name_for(self, sni: str | None, dst: str, dport: str) -> str | None:
+        """The encrypted-dns name of a hello, or None when the hello is no such signal."""
+        if sni and canonical(sni) in self.resolver_names:
+            return canonical(sni)
+        if dport.isdigit() and int(dport) in self.ports:
+            return canonical(sni) if sni else dst
+        return None
+
+    def admit(self, client: str, name: str, ts: float) -> bool:
+        """Rate limit: one event per (client, name) per window, counted from the last event."""
+        last = self.last_event.get((client, name))
+        if last is not None and ts - last < self.window_s:
+            return False
+        self.last_event[(client, name)] = ts
+        self.names.add(name)
+        return True
 
 
 @dataclass(slots=True)
@@ -132,11 +166,15 @@ def find_dicts_with(obj: Any, key: str) -> Iterator[dict[str, Any]]:
             yield from find_dicts_with(item, key)
 
 
-def read_frames(pcap: Path, tls_ports: list[int]) -> list[dict[str, Any]]:
+def read_frames(
+    pcap: Path, tls_ports: list[int], quic_ports: list[int] | None = None
+) -> list[dict[str, Any]]:
     cmd = ["tshark", "-r", str(pcap), "-T", "json", "-x", "--no-duplicate-keys"]
     cmd += ["-o", "tcp.desegment_tcp_streams:TRUE", "-o", "tcp.analyze_sequence_numbers:TRUE"]
     for port in tls_ports:
         cmd += ["-d", f"tcp.port=={port},tls"]
+    for port in quic_ports or []:
+        cmd += ["-d", f"udp.port=={port},quic"]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return [pkt["_source"]["layers"] for pkt in json.loads(proc.stdout)]
 
@@ -157,9 +195,18 @@ def first(values: list[Any], default: Any = None) -> Any:
 
 
 class CaptureReader:
-    def __init__(self, pcap: Path, tls_ports: list[int], hello_facts: bool) -> None:
-        self.frames = read_frames(pcap, tls_ports)
+    def __init__(
+        self,
+        pcap: Path,
+        tls_ports: list[int],
+        hello_facts: bool,
+        blind: BlindSpots | None = None,
+        quic_ports: list[int] | None = None,
+    ) -> None:
+        self.frames = read_frames(pcap, tls_ports, quic_ports or [])
         self.hello_facts = hello_facts
+        self.blind = blind or BlindSpots()
+        self.suppressed: list[str] = []
         self.out = Reading()
         self.dns_seen: set[tuple[Any, ...]] = set()
         self.quic_seen: set[str] = set()
@@ -172,6 +219,23 @@ class CaptureReader:
 
     def detect(self, frame: int, evidence: str, name: str, note: str) -> None:
         self.out.detections.append(Detection(frame, evidence, canonical(name), note))
+
+    def blind_spot(
+        self, frame: int, layers: dict[str, Any], evidence: str, sni: str | None, where: str
+    ) -> None:
+        """An encrypted-dns entry for this hello if the rules say so (rate-limited)."""
+        proto, src, _sport, dst, dport = endpoints(layers)
+        name = self.blind.name_for(sni, dst, dport)
+        if name is None:
+            return
+        ts = float(layers["frame"]["frame.time_epoch"])
+        if not self.blind.admit(src, name, ts):
+            self.suppressed.append(f"frame {frame} ({name} from {src})")
+            return
+        how = evidence if sni else f"no SNI, {proto}/{dport}"
+        self.out.detections.append(
+            Detection(frame, how, name, f"{where}, client {src}", "encrypted-dns")
+        )
 
     def run(self) -> Reading:
         for layers in self.frames:
@@ -236,11 +300,14 @@ class CaptureReader:
             if not snis:
                 if self.hello_facts:
                     self.out.facts.append(f"frame {frame}: ClientHello without SNI")
+                self.blind_spot(frame, layers, "tls-sni", None, f"tcp stream {stream}")
                 continue
             for sni in snis:
                 self.note_name(sni, frame)
                 if is_vendor(sni):
                     self.detect(frame, "tls-sni", sni, f"tcp stream {stream}, port {port}")
+                else:
+                    self.blind_spot(frame, layers, "tls-sni", sni, f"tcp stream {stream}")
             if self.hello_facts:
                 self.out.facts.append(self.tcp_hello_fact(frame, layers, hs, snis[0]))
 
@@ -308,7 +375,11 @@ class CaptureReader:
         for hs in find_dicts_with(inst, "tls.handshake.type"):
             if as_list(hs["tls.handshake.type"])[0] != "1":
                 continue
-            for sni in find_values(hs, "tls.handshake.extensions_server_name"):
+            snis = find_values(hs, "tls.handshake.extensions_server_name")
+            if not snis and conn not in self.quic_seen:  # a hello without SNI (IP literal)
+                self.quic_seen.add(conn)
+                self.blind_spot(frame, layers, "quic-sni", None, f"QUIC connection {conn}")
+            for sni in snis:
                 self.note_name(sni, frame)
                 if conn in self.quic_seen:
                     continue
@@ -316,6 +387,8 @@ class CaptureReader:
                 dcid = first(find_values(inst, "quic.dcid"), "?")
                 if is_vendor(sni):
                     self.detect(frame, "quic-sni", sni, f"QUIC connection {conn}, DCID {dcid}")
+                else:
+                    self.blind_spot(frame, layers, "quic-sni", sni, f"QUIC connection {conn}")
                 self.out.facts.append(self.quic_fact(frame, conn, hs, sni))
 
     def quic_fact(self, frame: int, conn: str, hs: dict[str, Any], sni: str) -> str:
@@ -323,7 +396,10 @@ class CaptureReader:
         raw = first(find_values(hs, "tls.handshake.extensions_server_name_raw"))
         hello_len = int(first(find_values(hs, "tls.handshake.length"), "0")) + 4
         initials: list[tuple[int, list[tuple[int, int]]]] = []
+        client = endpoints(self.frames[frame - 1])[1:3]
         for layers in self.frames:
+            if endpoints(layers)[1:3] != client:
+                continue  # the server's Initial carries CRYPTO frames too (its ServerHello)
             for inst in as_list(layers.get("quic", [])):
                 if first(find_values(inst, "quic.connection.number")) != conn:
                     continue
@@ -338,6 +414,11 @@ class CaptureReader:
             f"completed in frame {frame}; {count} client Initial packets carried CRYPTO frames "
             f"(frames {', '.join(str(f) for f, _ in initials)}; later ones are retransmissions)"
         )
+        if count == 1:
+            text = (
+                f"QUIC connection {conn}: ClientHello for {canonical(sni)} of {hello_len} bytes "
+                f"in a single client Initial (frame {initials[0][0]})"
+            )
         if not raw:
             return text
         start, size = int(raw[1]), int(raw[2])
@@ -366,17 +447,26 @@ def render(
     generator: str,
     reading: Reading,
     must_not: list[str],
+    counters: dict[str, int] | None = None,
 ) -> str:
     lines = ["description: >-", yaml_text(description), "source: real", f"generator: {generator}"]
     if reading.detections:
         lines.append("detections:             # in the order of the completing packets")
         for d in reading.detections:
-            lines.append(
-                f"  - {{evidence: {d.evidence}, name: {d.name}}}  # frame {d.frame}: {d.note}"
-            )
+            if d.action == "vendor-access":
+                entry = f"{{evidence: {d.evidence}, name: {d.name}}}"
+                note = d.note
+            else:  # blind-spot signal; the evidence goes into the comment
+                name = f"'{d.name}'" if ":" in d.name else d.name
+                entry = f"{{action: {d.action}, name: {name}}}"
+                note = f"{d.evidence}, {d.note}"
+            lines.append(f"  - {entry}  # frame {d.frame}: {note}")
     else:
         lines.append("detections: []")
     lines.append(f"must_not_match: [{', '.join(must_not)}]")
+    if counters:
+        lines.append("counters:")
+        lines += [f"  {k}: {v}" for k, v in counters.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -396,9 +486,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--decode-tls-port", type=int, action="append", default=[])
     parser.add_argument("--hello-facts", action="store_true")
     parser.add_argument("--quic", action="store_true", help="capture is QUIC (states facts)")
+    parser.add_argument("--decode-quic-port", type=int, action="append", default=[])
+    parser.add_argument(
+        "--resolver-names",
+        nargs="*",
+        default=[],
+        help="public resolver host names: a TLS/QUIC hello with such an SNI is encrypted-dns",
+    )
+    parser.add_argument(
+        "--encrypted-dns-ports",
+        type=int,
+        nargs="*",
+        default=[],
+        help="any TLS/QUIC hello to these ports is encrypted-dns (named by SNI or server IP)",
+    )
+    parser.add_argument("--rate-limit", type=float, default=600.0, metavar="SECONDS")
+    parser.add_argument(
+        "--counter",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a sensor counter the scenario itself determines (e.g. quic_decrypt_failures=0)",
+    )
     args = parser.parse_args(argv)
 
-    reading = CaptureReader(args.pcap, args.decode_tls_port, args.hello_facts).run()
+    blind = BlindSpots(
+        frozenset(canonical(n) for n in args.resolver_names),
+        frozenset(args.encrypted_dns_ports),
+        args.rate_limit,
+    )
+    reader = CaptureReader(
+        args.pcap, args.decode_tls_port, args.hello_facts, blind, args.decode_quic_port
+    )
+    reading = reader.run()
+    if reader.suppressed:
+        reading.facts.append(
+            "encrypted-dns hellos within the rate-limit window of an earlier event of the same "
+            "client and name (no entry): " + ", ".join(reader.suppressed)
+        )
     declared = {canonical(n) for n in args.names}
     hidden = {canonical(n) for n in args.hidden}
     problems = []
@@ -414,15 +539,25 @@ def main(argv: list[str] | None = None) -> int:
     if problems:
         raise IntentError(f"{args.pcap.name}: " + "; ".join(problems))
 
-    must_not = [n for n in reading.seen if not is_vendor(n)]
+    must_not = [n for n in reading.seen if not is_vendor(n) and n not in blind.names]
     description = args.description
     if reading.facts:
         description += " Measured in this capture: " + "; ".join(reading.facts) + "."
-    args.out.write_text(render(description, args.generator, reading, must_not))
+    counters = {}
+    for item in args.counter:
+        name, _, value = item.partition("=")
+        counters[name] = int(value)
+    if blind.resolver_names or blind.ports:  # counted by the same rules as the entries
+        counters["encrypted_dns_events"] = sum(
+            d.action == "encrypted-dns" for d in reading.detections
+        )
+        counters["blind_spot_suppressed"] = len(reader.suppressed)
+    args.out.write_text(render(description, args.generator, reading, must_not, counters))
 
     counts: dict[str, int] = {}
     for d in reading.detections:
-        counts[d.evidence] = counts.get(d.evidence, 0) + 1
+        kind = d.evidence if d.action == "vendor-access" else d.action
+        counts[kind] = counts.get(kind, 0) + 1
     summary = ", ".join(f"{k} {v}" for k, v in counts.items()) or "none"
     print(f"{args.pcap.name}: {len(reading.detections)} detections ({summary})")
     for fact in reading.facts:
