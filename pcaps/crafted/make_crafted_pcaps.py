@@ -145,6 +145,9 @@ class Capture:
     detections: list[Detection] = field(default_factory=list)
     must_not_match: list[str] = field(default_factory=list)
     counters: dict[str, int] = field(default_factory=dict)
+    # What a stateless kernel BPF filter cannot pass (documented sensor limit): (evidence, name)
+    prefilter_misses: list[tuple[str, str]] = field(default_factory=list)
+    prefilter_note: str = ""
     malformed_expected: bool = False  # tshark expert errors are the point of this capture
     tshark_args: list[str] = field(default_factory=list)
     proves: list[str] = field(default_factory=list)  # README bullet points
@@ -968,6 +971,13 @@ def cap_tls_nonstandard_port() -> Capture:
     h = openssl_hello(cap.rng, "notclearview.ai")
     tls_flow(cap, eth, h, srv="203.0.113.200", sport=4443)
     cap.never("api.clearview.ai", "notclearview.ai")
+    cap.prefilter_misses = [("tls-sni", "search4faces.com")]
+    cap.prefilter_note = (
+        "The kernel-side BPF prefilter is stateless: on a port that is not a configured TLS port it\n"
+        "can pass only segments that begin with a TLS handshake record, so the second segment of a\n"
+        "split hello there never reaches the parser. With --no-prefilter (or with 4443 in tls_ports)\n"
+        "it is detected."
+    )
     cap.proves = [
         "TLS is recognised on any port by the first client payload byte (0x16 handshake record)",
         "8443 is a default TLS port",
@@ -2756,6 +2766,10 @@ def write_intent(cap: Capture, path: Path) -> None:
     if cap.counters:
         lines.append("counters:")
         lines += [f"  {k}: {v}" for k, v in cap.counters.items()]
+    if cap.prefilter_misses:
+        lines += [f"# {line}" for line in cap.prefilter_note.splitlines()]
+        lines.append("prefilter_misses:")
+        lines += [f"  - {{evidence: {e}, name: {n}}}" for e, n in cap.prefilter_misses]
     text = "\n".join(lines) + "\n"
     loaded = yaml.safe_load(text)
     assert loaded["detections"] == [
