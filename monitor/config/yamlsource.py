@@ -26,9 +26,17 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "BOOL_TAG",
+    "FLOAT_TAG",
+    "INT_TAG",
+    "MAP_TAG",
     "MAX_FILE_BYTES",
     "MAX_NESTING",
+    "NULL_TAG",
     "PLAIN",
+    "SEQ_TAG",
+    "STR_TAG",
+    "TIMESTAMP_TAG",
     "YAML_LOADER",
     "ConfigError",
     "Entry",
@@ -74,7 +82,11 @@ _TAG_NAMES = {
 }
 
 #: Scalar construction only (no object tags); stateless for scalars, so one instance is shared.
+#: With an explicit tag (``!!int abc``) any text reaches these, and they fail in many ways.
 _CONSTRUCTOR = yaml.constructor.SafeConstructor()
+_CONSTRUCT_ERRORS = (ValueError, OverflowError, IndexError, KeyError, AttributeError, TypeError)
+_TRUE = ("true", "yes", "on", "y")
+_FALSE = ("false", "no", "off", "n")
 _SCALAR_BUILDERS = {
     BOOL_TAG: _CONSTRUCTOR.construct_yaml_bool,
     INT_TAG: _CONSTRUCTOR.construct_yaml_int,
@@ -388,7 +400,7 @@ def plain(
                 raise error(file, line_of(n), f"unsupported YAML tag {n.tag}")
             try:
                 return builder(n)
-            except (ValueError, OverflowError):
+            except _CONSTRUCT_ERRORS:
                 raise error(file, line_of(n), f"{describe(n)} is not valid") from None
         if isinstance(n, yaml.SequenceNode) and n.tag == SEQ_TAG:
             return [convert(item, depth + 1) for item in n.value]
@@ -509,7 +521,10 @@ class FileParser:
         _, value = entry
         if not isinstance(value, yaml.ScalarNode) or value.tag != BOOL_TAG:
             raise self.value_error(entry, f"{what} must be true or false, got {describe(value)}")
-        return value.value.lower() in ("true", "yes", "on", "y")
+        text = value.value.lower()
+        if text not in _TRUE and text not in _FALSE:  # only reachable with an explicit !!bool
+            raise self.value_error(entry, f"{what} must be true or false, got {value.value!r}")
+        return text in _TRUE
 
     def integer(self, entry: Entry, what: str, low: int, high: int) -> int:
         """A YAML integer in ``low..high``; quoted numbers, floats and booleans are errors."""
@@ -518,7 +533,7 @@ class FileParser:
             raise self.value_error(entry, f"{what} must be a whole number, got {describe(value)}")
         try:
             number = int(_SCALAR_BUILDERS[INT_TAG](value))
-        except (ValueError, OverflowError):
+        except _CONSTRUCT_ERRORS:
             raise self.value_error(entry, f"{what} {value.value!r} is not a number") from None
         if not low <= number <= high:
             raise self.value_error(entry, f"{what} must be {low} to {high}, got {number}")
@@ -531,7 +546,7 @@ class FileParser:
             raise self.value_error(entry, f"{what} must be a number, got {describe(value)}")
         try:
             number = float(_SCALAR_BUILDERS[value.tag](value))
-        except (ValueError, OverflowError):
+        except _CONSTRUCT_ERRORS:
             raise self.value_error(entry, f"{what} {value.value!r} is not a number") from None
         if not math.isfinite(number) or not low < number <= high:
             raise self.value_error(
