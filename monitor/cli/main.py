@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import blocklist_cmd, replay
+from monitor.cli import blocklist_cmd, config_cmd, replay
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,6 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     replay.add_parser(sub)
     blocklist_cmd.add_parser(sub)
+    config_cmd.add_parser(sub)
     return parser
 
 
