@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import blocklist_cmd, config_cmd, replay
+from monitor.cli import blocklist_cmd, config_cmd, replay, report_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_parser(sub)
     blocklist_cmd.add_parser(sub)
     config_cmd.add_parser(sub)
+    report_cmd.add_parser(sub)
     return parser
 
 
