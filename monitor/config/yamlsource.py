@@ -284,6 +284,12 @@ def syntax_error(
     last_line = max(1, text.count("\n") + (0 if text.endswith("\n") else 1))
     problem_line = None if exc.problem_mark is None else min(exc.problem_mark.line + 1, last_line)
     context_line = None if exc.context_mark is None else exc.context_mark.line + 1
+    if "maximum nesting depth" in (exc.problem or ""):
+        # PyYAML >= 6.0.4 stops deep nesting in its scanner, before the composer's own limit
+        # is reached; it is the same problem, so it gets the same words.
+        return kind.error(
+            file, problem_line or context_line, f"YAML nested deeper than {MAX_NESTING} levels"
+        )
     message = f"YAML syntax error: {exc.problem or exc.context or 'invalid YAML'}"
     if exc.context and exc.problem:
         message += f" ({exc.context}"
