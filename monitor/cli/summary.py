@@ -10,8 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from monitor.blocklist.matcher import Matcher
+from monitor.blocklist.model import BLIND_SPOT_CATEGORIES
 from monitor.capture.files import ReplayStats
-from monitor.pipeline.engine import Engine
+from monitor.pipeline.engine import ENCRYPTED_DNS_PORT_INDICATOR, Engine
+
+BUILTIN_VENDORS = {ENCRYPTED_DNS_PORT_INDICATOR.vendor.id: ENCRYPTED_DNS_PORT_INDICATOR.vendor}
 
 
 def print_summary(
@@ -20,22 +23,18 @@ def print_summary(
     console = Console(stderr=True)
     stats = engine.stats
 
-    hits = Table(title="Vendor access detected", title_justify="left")
-    hits.add_column("vendor")
-    protocols = sorted(stats.by_protocol)
-    for proto in protocols:
-        hits.add_column(proto, justify="right")
-    hits.add_column("total", justify="right", style="bold")
-    per: dict[str, dict[str, int]] = {}
-    for (vendor, proto), n in stats.by_vendor_protocol.items():
-        per.setdefault(vendor, {})[proto] = n
-    for vendor in sorted(per):
-        row = per[vendor]
-        name = matcher.vendors[vendor].name if vendor in matcher.vendors else vendor
-        hits.add_row(name, *(str(row.get(p, 0)) for p in protocols), str(sum(row.values())))
-    if not per:
-        hits.add_row("(none)")
-    console.print(hits)
+    # Vendor access and blind-spot signals (public resolvers, ECH frontends) in separate tables:
+    # a resolver operator is not a face-recognition vendor.
+    vendor_rows: dict[str, dict[str, int]] = {}
+    blind_rows: dict[str, dict[str, int]] = {}
+    for (vendor_id, proto), n in stats.by_vendor_protocol.items():
+        vendor = matcher.vendors.get(vendor_id) or BUILTIN_VENDORS.get(vendor_id)
+        blind = vendor is None or vendor.category in BLIND_SPOT_CATEGORIES
+        name = vendor.name if vendor is not None else vendor_id
+        (blind_rows if blind else vendor_rows).setdefault(name, {})[proto] = n
+    console.print(_counts_table("Vendor access detected", vendor_rows))
+    if blind_rows:
+        console.print(_counts_table("Blind spots (encrypted DNS, ECH)", blind_rows))
 
     t = Table(title="Replay", title_justify="left", show_header=False)
     t.add_column("what")
@@ -67,3 +66,18 @@ def print_summary(
     console.print(t)
     for warning in rstats.warnings:
         console.print(f"[yellow]warning:[/] {warning}")
+
+
+def _counts_table(title: str, rows: dict[str, dict[str, int]]) -> Table:
+    table = Table(title=title, title_justify="left")
+    table.add_column("vendor")
+    protocols = sorted({p for row in rows.values() for p in row})
+    for proto in protocols:
+        table.add_column(proto, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for name in sorted(rows):
+        row = rows[name]
+        table.add_row(name, *(str(row.get(p, 0)) for p in protocols), str(sum(row.values())))
+    if not rows:
+        table.add_row("(none)")
+    return table
