@@ -45,7 +45,10 @@ class Packet:
     """The transport-level view of one frame that the protocol handlers need.
 
     Addresses stay packed (4 or 16 bytes); they are turned into text only when an event is
-    written, which is rare by design.
+    written, which is rare by design. ``smac`` is the Ethernet (or cooked-capture) source
+    address of the frame that carried the IP packet, when it had one: attribution compares it
+    with the DHCP lease of the source address. For a tunnelled packet it is the inner frame's
+    (the mirror's own outer frame says nothing about the client).
     """
 
     __slots__ = (
@@ -55,6 +58,7 @@ class Packet:
         "payload",
         "proto",
         "seq",
+        "smac",
         "sport",
         "src",
         "ts",
@@ -90,6 +94,7 @@ class Packet:
         self.payload = payload
         self.vlan = vlan
         self.tunnel = tunnel
+        self.smac: bytes | None = None
 
     def __repr__(self) -> str:
         return (
@@ -125,20 +130,36 @@ class Decoder:
             if linktype == LINKTYPE_ETHERNET:
                 # Untagged IPv4/IPv6 is most of a mirror port: skip the generic dispatch.
                 if len(data) > 14 and data[12] == 0x08 and data[13] == 0x00:
-                    return self._ipv4(ts, data, 14, 0, None, None)
-                if len(data) > 14 and data[12] == 0x86 and data[13] == 0xDD:
-                    return self._ipv6(ts, data, 14, 0, None, None)
-                return self._ethernet(ts, data, 0, 0, None, None)
+                    pkt = self._ipv4(ts, data, 14, 0, None, None)
+                elif len(data) > 14 and data[12] == 0x86 and data[13] == 0xDD:
+                    pkt = self._ipv6(ts, data, 14, 0, None, None)
+                else:
+                    return self._ethernet(ts, data, 0, 0, None, None)
+                if pkt is not None and pkt.tunnel is None:
+                    pkt.smac = data[6:12]
+                return pkt
             if linktype == LINKTYPE_LINUX_SLL2:
                 if len(data) < 20:
                     self.stats.truncated += 1
                     return None
-                return self._ethertype(ts, data, 20, unpack_from("!H", data, 0)[0], 0, None, None)
+                pkt = self._ethertype(ts, data, 20, unpack_from("!H", data, 0)[0], 0, None, None)
+                # ARPHRD_ETHER with a 6-byte address: the sender's MAC (for incoming frames).
+                if (
+                    pkt is not None
+                    and pkt.tunnel is None
+                    and data[8:10] == b"\x00\x01"
+                    and data[11] == 6
+                ):
+                    pkt.smac = data[12:18]
+                return pkt
             if linktype == LINKTYPE_LINUX_SLL:
                 if len(data) < 16:
                     self.stats.truncated += 1
                     return None
-                return self._ethertype(ts, data, 16, unpack_from("!H", data, 14)[0], 0, None, None)
+                pkt = self._ethertype(ts, data, 16, unpack_from("!H", data, 14)[0], 0, None, None)
+                if pkt is not None and pkt.tunnel is None and data[2:6] == b"\x00\x01\x00\x06":
+                    pkt.smac = data[6:12]
+                return pkt
             if linktype in (LINKTYPE_RAW, LINKTYPE_IPV4, LINKTYPE_IPV6) or linktype in _RAW_ALIASES:
                 return self._ip_by_version(ts, data, 0, 0, None, None)
             if linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
@@ -172,9 +193,13 @@ class Decoder:
         if len(data) < off + 14:
             self.stats.truncated += 1
             return None
-        return self._ethertype(
+        pkt = self._ethertype(
             ts, data, off + 14, unpack_from("!H", data, off + 12)[0], depth, vlan, tunnel
         )
+        # The innermost Ethernet frame names the sender; an outer one (the mirror's) never does.
+        if pkt is not None and pkt.tunnel == tunnel and pkt.smac is None:
+            pkt.smac = data[off + 6 : off + 12]
+        return pkt
 
     def _ethertype(
         self,

@@ -81,6 +81,10 @@ class HttpRequest:
     port: int | None
     host_source: str  # "connect" | "absolute-uri" | "host-header" | "none"
     head_length: int
+    #: ``Authorization`` / ``Proxy-Authorization`` values with the NTLM or Negotiate scheme, in
+    #: head order: they name the user (attribution). Other schemes (Basic, Bearer, ...) carry
+    #: secrets the sensor has no use for and are never kept.
+    authorization: tuple[bytes, ...] = ()
 
 
 # tchar from RFC 9110 5.6.2; "-" last so it stays literal inside a character class.
@@ -102,7 +106,10 @@ _TRAILER_RE = re.compile(_FIELD_LINES)
 _METHOD_PREFIX = re.compile(rb"[" + _TCHAR + rb"]{1,32}(?: |\Z)")
 # Field names are tokens that follow LF directly, so this cannot match inside a value or the
 # request line.
-_FRAMING_FIELDS = re.compile(rb"\n(host|content-length|transfer-encoding):([^\r\n]*)", re.I)
+_FRAMING_FIELDS = re.compile(
+    rb"\n(host|content-length|transfer-encoding|(?:proxy-)?authorization):([^\r\n]*)", re.I
+)
+_NTLM_SCHEMES = re.compile(rb"(?:ntlm|negotiate)[ \t]", re.I)
 _OBS_FOLD = re.compile(rb"[ \t]*\r?\n[ \t]+")
 # The authority ends at "/", "?" or "#" (RFC 3986 3.2); "\" is invalid there, and browsers and
 # WHATWG-style URL parsers treat it as "/", so it ends the authority too rather than letting
@@ -406,14 +413,18 @@ class HttpRequestStream:
         hosts: list[bytes] = []
         lengths: list[bytes] = []
         codings: list[bytes] = []
+        auth: list[bytes] = []
         for name, value in _FRAMING_FIELDS.findall(head.string):
             value = value.strip(b" \t")
-            if len(name) == 4:
+            size = len(name)
+            if size == 4:
                 hosts.append(value)
-            elif len(name) == 14:
+            elif size == 14:
                 lengths.append(value)
-            else:
+            elif size == 17:
                 codings.append(value)
+            elif _NTLM_SCHEMES.match(value):  # 13 or 19: (Proxy-)Authorization
+                auth.append(value)
 
         if len(hosts) > 1:
             raise HttpParseError("more than one Host header field")
@@ -456,4 +467,5 @@ class HttpRequestStream:
             port,
             source,
             len(raw),
+            tuple(auth),
         )
