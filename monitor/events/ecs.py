@@ -14,6 +14,7 @@ import socket
 from datetime import UTC, datetime
 from typing import Any
 
+from monitor.attribution.resolve import to_ecs_fields
 from monitor.blocklist.model import SEVERITY_NUMBERS
 from monitor.events.community_id import community_id
 from monitor.pipeline.detection import Detection
@@ -77,6 +78,14 @@ def to_ecs(d: Detection) -> dict[str, Any]:
         "list": f"{ind.list_name}@{ind.list_version}",
         "evidence": d.evidence,
     }
+    if d.attribution is not None:
+        # Merged into ``source`` (which keeps ip and port): who was behind the client address
+        # at the packet's time. Nothing is added when nothing is known.
+        fields = to_ecs_fields(d.attribution)
+        if "source" in fields:
+            doc["source"].update(fields["source"])
+        if "attribution" in fields:
+            doc["attribution"] = fields["attribution"]
     return doc
 
 

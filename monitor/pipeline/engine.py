@@ -20,6 +20,14 @@ from monitor.events.ecs import ip_text
 from monitor.flows.table import FlowTable
 from monitor.flows.tcp_stream import StreamStats, TcpStream
 from monitor.pipeline.detection import Detection
+from monitor.pipeline.identity import (
+    IDENTITY_UDP_PORTS,
+    KERBEROS_PORT,
+    SMB_PORT,
+    IdentityTap,
+    looks_like_kerberos_reply_record,
+)
+from monitor.pipeline.resolved import ResolvedAddresses, pack_ip
 from monitor.protocols.dns import (
     DnsMessage,
     DnsParseError,
@@ -34,6 +42,7 @@ from monitor.protocols.http import (
     HttpRequestStream,
     looks_like_request_start,
 )
+from monitor.protocols.kerberos import KerberosFramingError, KerberosTcpFramer
 from monitor.protocols.quic import QuicInitialTracker, QuicOutcomeKind
 from monitor.protocols.tls import (
     ClientHello,
@@ -49,8 +58,19 @@ TCP_RST = 0x04
 TCP_ACK = 0x10
 
 # The evidence kinds this engine can produce; tests compare sample intents against this set.
+# ip-resolved: a connection to an address a DNS answer gave for a vendor name (to another
+# host: typically an internal resolver); ip-cidr: to an address in a listed vendor network.
 EVIDENCE_KINDS = frozenset(
-    {"dns-query", "dns-cname", "tls-sni", "quic-sni", "http-host", "http-connect"}
+    {
+        "dns-query",
+        "dns-cname",
+        "tls-sni",
+        "quic-sni",
+        "http-host",
+        "http-connect",
+        "ip-resolved",
+        "ip-cidr",
+    }
 )
 
 # Encrypted DNS recognised by its port alone (DoT/DoQ to a resolver no list names).
@@ -115,6 +135,10 @@ class EngineConfig:
     max_http_head_bytes: int = 16384
     max_dns_transactions: int = 65536
     dns_transaction_timeout_s: float = 30.0
+    # Vendor addresses learned from DNS answers (ip-resolved): how many, and the TTL bounds.
+    max_resolved_addresses: int = 65536
+    resolved_min_ttl_s: float = 60.0
+    resolved_max_ttl_s: float = 86400.0
 
 
 @dataclass(slots=True)
@@ -144,15 +168,19 @@ class EngineStats:
 class _Flow:
     """State of one client-to-server (or, for DNS, one-way) TCP direction."""
 
-    __slots__ = ("buf", "done", "framer", "http", "kind", "last_seen", "stream")
+    __slots__ = ("buf", "done", "framer", "http", "ip_match", "kind", "krb", "last_seen", "stream")
 
     def __init__(self, kind: str, stream: TcpStream, last_seen: int) -> None:
-        self.kind = kind  # "tls" | "http" | "dns"
+        self.kind = kind  # "tls" | "http" | "dns" | "krb" (a KDC's replies)
         self.stream: TcpStream | None = stream
         self.last_seen = last_seen
         self.buf = bytearray()
         self.http: HttpRequestStream | None = None
         self.framer: DnsTcpFramer | None = None
+        self.krb: KerberosTcpFramer | None = None
+        # An ip-resolved / ip-cidr hit waiting for the client's first message, which may name
+        # another host on a shared address (then it is dropped): (evidence, match).
+        self.ip_match: tuple[str, Match] | None = None
         self.done = False
 
 
@@ -182,6 +210,14 @@ class _Opened:
         self.next_seq = next_seq
 
 
+def _has_vendor_cidrs(matcher: Matcher) -> bool:
+    """Whether any listed network is a vendor's (blind-spot lists list resolvers' networks)."""
+    return any(
+        ind.kind == "cidr" and ind.vendor.category not in BLIND_SPOT_CATEGORIES
+        for ind in matcher.indicators
+    )
+
+
 def _http_or_tls_start(data: bytes) -> bool:
     return looks_like_request_start(data) or looks_like_client_hello_start(data)
 
@@ -191,15 +227,23 @@ def _any_start(data: bytes) -> bool:
 
 
 class Engine:
-    """Feed it frames with :meth:`process`; detections go to the ``emit`` callback."""
+    """Feed it frames with :meth:`process`; detections go to the ``emit`` callback.
+
+    With an ``identity`` tap (an :class:`~monitor.attribution.store.IdentityStore` wrapped in
+    :class:`~monitor.pipeline.identity.IdentityTap`) the engine also feeds it DHCP, Kerberos
+    and NTLM traffic and every detection carries the attribution at its packet time.
+    """
 
     def __init__(
         self,
         matcher: Matcher,
         emit: Callable[[Detection], None],
         config: EngineConfig | None = None,
+        *,
+        identity: IdentityTap | None = None,
     ) -> None:
         self.matcher = matcher
+        self.identity = identity
         self.emit_detection = emit
         self.config = config or EngineConfig()
         self.decoder = Decoder()
@@ -218,6 +262,12 @@ class Engine:
         )
         self.blind_spot_window_ns = int(cfg.blind_spot_window_s * 1e9)
         self.unlisted_syns: FlowTable[_Opened] = FlowTable(cfg.max_flows, cfg.flow_idle_timeout_s)
+        self.resolved = ResolvedAddresses(
+            cfg.max_resolved_addresses,
+            min_ttl_s=cfg.resolved_min_ttl_s,
+            max_ttl_s=cfg.resolved_max_ttl_s,
+        )
+        self._vendor_cidrs = _has_vendor_cidrs(matcher)
         self.last_packet_ts = 0
         self._next_sweep = 0
 
@@ -234,6 +284,10 @@ class Engine:
                 self._dns_message(pkt, pkt.payload, "udp")
             elif (pkt.dport in cfg.quic_ports or pkt.sport in cfg.quic_ports) and pkt.payload:
                 self._quic(pkt)
+            elif self.identity is not None and (
+                pkt.dport in IDENTITY_UDP_PORTS or pkt.sport in IDENTITY_UDP_PORTS
+            ):
+                self.identity.udp(pkt)
         elif pkt.proto == PROTO_TCP:
             self._tcp(pkt)
         if ts >= self._next_sweep:
@@ -246,6 +300,9 @@ class Engine:
         self.dns_transactions.tick(ts)
         self.unlisted_syns.tick(ts)
         self.blind_spot_seen.tick(ts)
+        self.resolved.sweep(ts)
+        if self.identity is not None:
+            self.identity.tick(ts)
 
     def counters(self) -> dict[str, int]:
         """Every counter under one stable flat name: for summaries, metrics and tests."""
@@ -288,12 +345,21 @@ class Engine:
             "flows_expired": self.flows.stats.expired,
             "detections": st.detections,
         }
+        rs = self.resolved.stats
+        out["resolved_addresses_learned"] = rs.learned
+        out["resolved_addresses_evicted"] = rs.evicted
+        out["resolved_addresses_expired"] = rs.expired
+        out["ip_resolved_superseded"] = rs.superseded
+        out["ip_resolved_other_name"] = rs.other_name
+        if self.identity is not None:
+            out.update(self.identity.counters())
         for name, n in dec.tunnels.items():
             out[f"tunnel_{name}_packets"] = n
         return out
 
     def swap_matcher(self, matcher: Matcher) -> None:
         """Atomically use a new blocklist; flow state is kept, nothing in flight is lost."""
+        self._vendor_cidrs = _has_vendor_cidrs(matcher)
         self.matcher = matcher
 
     # -- DNS ----------------------------------------------------------------------------------
@@ -318,19 +384,82 @@ class Engine:
             self._emit(pkt, "dns-query", "dns", transport, match, self._dns_details(msg, None))
             return
         if match is not None:
+            if msg.addresses:
+                self._learn_addresses(pkt, msg, match, qname)
             # The response alone stands for the transaction when its query was not captured.
             key = (pkt.dst, pkt.dport, pkt.src, pkt.sport, msg.id, qname)
             if self._seen_transaction(key, pkt.ts):
                 return
-            self._emit(pkt, "dns-query", "dns", transport, match, self._dns_details(msg, None))
+            details = self._dns_details(msg, None)
+            self._emit(pkt, "dns-query", "dns", transport, match, details, reply=True)
             return
         for target in cname_chain(msg):
             cmatch = self.matcher.match_name(target)
             if cmatch is not None:
-                self._emit(
-                    pkt, "dns-cname", "dns", transport, cmatch, self._dns_details(msg, target)
-                )
+                if msg.addresses:
+                    self._learn_addresses(pkt, msg, cmatch, target)
+                details = self._dns_details(msg, target)
+                self._emit(pkt, "dns-cname", "dns", transport, cmatch, details, reply=True)
                 return
+
+    def _learn_addresses(self, pkt: Packet, msg: DnsMessage, match: Match, start: str) -> None:
+        """Remember the answer's A/AAAA records from the vendor name ``start`` on along the
+        CNAME chain, for ip-resolved (see :mod:`monitor.pipeline.resolved`)."""
+        ind = match.indicator
+        if msg.rcode != 0 or ind.shared or ind.vendor.category in BLIND_SPOT_CATEGORIES:
+            return
+        chain = cname_chain(msg)
+        after = chain[chain.index(start) + 1 :] if start in chain else chain
+        owners = {start, *after}
+        for record in msg.addresses:
+            if record.owner in owners:
+                self.resolved.learn(pkt.ts, record.address, record.ttl, match, pkt.dst)
+
+    # -- connections to vendor addresses (ip-resolved, ip-cidr) -------------------------------
+
+    def _ip_candidate(self, pkt: Packet) -> tuple[str, Match] | None:
+        """A listed vendor network, else a vendor address a DNS answer gave another host."""
+        if self._vendor_cidrs:
+            listed = self.matcher.match_ip(ip_text(pkt.dst))
+            if listed is not None and listed.indicator.vendor.category not in BLIND_SPOT_CATEGORIES:
+                return ("ip-cidr", listed)
+        if self.resolved.entries:
+            learned = self.resolved.lookup(pkt.ts, pkt.dst, pkt.src)
+            if learned is not None:
+                return ("ip-resolved", learned)
+        return None
+
+    def _ip_report(
+        self,
+        hit: tuple[str, Match],
+        pkt: Packet,
+        protocol: str,
+        transport: str,
+        host: str | None,
+    ) -> None:
+        """Report a connection to a vendor address when its first message names no host.
+
+        A hello or request that names the vendor is reported by its own event (one access,
+        one event); one that names another host goes elsewhere on a shared address (a CDN
+        serves the vendor and others alike) -- except in a listed vendor network (ip-cidr),
+        which the vendor alone uses. An IP literal as Host names no host.
+        """
+        evidence, match = hit
+        if host and pack_ip(host.strip("[]")) is None:
+            named = self.matcher.match_name(host)
+            if named is not None and named.indicator.vendor.id == match.indicator.vendor.id:
+                self.resolved.stats.superseded += 1
+                return
+            if evidence == "ip-resolved":
+                self.resolved.stats.other_name += 1
+                return
+        self._emit(pkt, evidence, protocol, transport, match, {})
+
+    def _ip_flow(self, flow: _Flow, pkt: Packet, protocol: str, host: str | None) -> None:
+        hit = flow.ip_match
+        if hit is not None:
+            flow.ip_match = None
+            self._ip_report(hit, pkt, protocol, "tcp", host)
 
     def _seen_transaction(self, key: tuple[Any, ...], ts: int) -> bool:
         seen = self.dns_transactions.get(key)
@@ -377,6 +506,10 @@ class Engine:
 
     def _quic_hello(self, pkt: Packet, hello: ClientHello) -> None:
         self.stats.quic_client_hellos += 1
+        if self.resolved.entries or self._vendor_cidrs:
+            hit = self._ip_candidate(pkt)
+            if hit is not None:
+                self._ip_report(hit, pkt, "quic", "udp", hello.server_name)
         self._client_hello(pkt, hello, "quic", "udp")
 
     # -- ClientHellos (TLS and QUIC) ----------------------------------------------------------
@@ -474,11 +607,19 @@ class Engine:
             if not pkt.payload and not is_syn:
                 return
             kind = self._classify(pkt, bool(is_syn))
+            watch = self.resolved.entries or self._vendor_cidrs
             if kind is None:
                 if is_syn:
+                    if watch and self.unlisted_syns.get(key) is None:
+                        # On an unlisted port the prefilter passes the SYN and not the data.
+                        hit = self._ip_candidate(pkt)
+                        if hit is not None:
+                            self._ip_report(hit, pkt, "tcp", "tcp", None)
                     self._remember_unlisted_syn(key, pkt)
                 return
             flow = self._new_flow(kind, pkt.ts)
+            if watch and (kind == "tls" or kind == "http") and self.unlisted_syns.get(key) is None:
+                flow.ip_match = self._ip_candidate(pkt)
             self.flows.add(key, flow)
         flow.last_seen = pkt.ts
         if flow.done:
@@ -493,12 +634,15 @@ class Engine:
             data = stream.push(pkt.seq, pkt.payload)
             if data is None:
                 self.stats.stream_overflow += 1
+                self._ip_flow(flow, pkt, flow.kind, None)
                 self._finish(flow)
             elif data:
                 if flow.kind == "tls":
                     self._tls_data(flow, pkt, data)
                 elif flow.kind == "http":
                     self._http_data(flow, pkt, data)
+                elif flow.kind == "krb":
+                    self._kerberos_tcp_data(flow, pkt, data)
                 else:
                     self._dns_tcp_data(flow, pkt, data)
         if flags & (TCP_FIN | TCP_RST):
@@ -513,6 +657,14 @@ class Engine:
             return "http"
         if dport in cfg.tls_ports:
             return "tls"
+        identity = self.identity
+        if identity is not None:
+            if pkt.sport == KERBEROS_PORT:
+                return "krb"  # a KDC's replies; the requests bind nothing
+            if dport == SMB_PORT:
+                if pkt.payload:
+                    identity.smb(pkt)
+                return None
         if is_syn:
             return None
         if pkt.sport in cfg.tls_ports or pkt.sport in cfg.http_ports:
@@ -537,6 +689,10 @@ class Engine:
             flow = _Flow(kind, TcpStream(looks_like_client_hello_start, self.stream_stats), ts)
         elif kind == "http":
             flow = _Flow(kind, TcpStream(_http_or_tls_start, self.stream_stats), ts)
+        elif kind == "krb":
+            stream = TcpStream(looks_like_kerberos_reply_record, self.stream_stats)
+            flow = _Flow(kind, stream, ts)
+            flow.krb = KerberosTcpFramer()
         else:
             flow = _Flow(kind, TcpStream(_any_start, self.stream_stats), ts)
             flow.framer = DnsTcpFramer()
@@ -550,6 +706,8 @@ class Engine:
         flow.buf = bytearray()
         flow.http = None
         flow.framer = None
+        flow.krb = None
+        flow.ip_match = None
 
     def _tls_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
         buf = flow.buf
@@ -558,6 +716,7 @@ class Engine:
             scan = scan_client_hello(buf, self.config.max_hello_bytes)
         except TlsParseError:
             self.stats.tls_parse_errors += 1
+            self._ip_flow(flow, pkt, "tls", None)
             self._finish(flow)
             return
         status = scan.status
@@ -565,11 +724,15 @@ class Engine:
             return
         if status is HelloStatus.DONE:
             assert scan.hello is not None
+            if flow.ip_match is not None:  # in the same packet, before the hello's own event
+                self._ip_flow(flow, pkt, "tls", scan.hello.server_name)
             self._hello(pkt, scan.hello)
         elif status is HelloStatus.NOT_TLS:
             self.stats.tls_not_tls += 1
+            self._ip_flow(flow, pkt, "tcp", None)
         else:
             self.stats.tls_hello_too_large += 1
+            self._ip_flow(flow, pkt, "tls", None)
         self._finish(flow)
 
     def _hello(self, pkt: Packet, hello: ClientHello) -> None:
@@ -592,10 +755,15 @@ class Engine:
             requests = parser.feed(data)
         except HttpParseError as exc:
             self.stats.http_parse_errors += 1
+            if flow.ip_match is not None:
+                first = exc.requests[0].host if exc.requests else None
+                self._ip_flow(flow, pkt, "http" if exc.requests else "tcp", first)
             for req in exc.requests:  # heads completed before the garbage still count
                 self._request(pkt, req)
             self._finish(flow)
             return
+        if requests and flow.ip_match is not None:
+            self._ip_flow(flow, pkt, "http", requests[0].host)
         for req in requests:
             self._request(pkt, req)
         if parser.tunnel:
@@ -609,6 +777,8 @@ class Engine:
 
     def _request(self, pkt: Packet, req: HttpRequest) -> None:
         self.stats.http_requests += 1
+        if req.authorization and self.identity is not None:
+            self.identity.http_authorization(pkt, req.authorization)
         if req.host is None:
             return
         match = self.matcher.match_name(req.host)
@@ -626,6 +796,19 @@ class Engine:
             },
         }
         self._emit(pkt, "http-connect" if connect else "http-host", "http", "tcp", match, details)
+
+    def _kerberos_tcp_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
+        """A KDC's reply stream: each record is bound to the reply's destination (the client)."""
+        framer, identity = flow.krb, self.identity
+        assert framer is not None and identity is not None
+        try:
+            records = framer.feed(data)
+        except KerberosFramingError as exc:
+            identity.stats.kerberos_parse_errors += 1
+            records = exc.messages
+            self._finish(flow)
+        for record in records:
+            identity.kerberos_reply(pkt, record)
 
     def _dns_tcp_data(self, flow: _Flow, pkt: Packet, data: bytes) -> None:
         framer = flow.framer
@@ -652,13 +835,21 @@ class Engine:
         match: Match,
         details: dict[str, Any],
         action: str = "vendor-access",
+        reply: bool = False,
     ) -> None:
+        """``reply``: the evidence packet went to the client (a DNS response), so the
+        detection's source is the packet's destination."""
         stats = self.stats
         stats.detections += 1
         vp = (match.indicator.vendor.id, protocol)
         stats.by_vendor_protocol[vp] = stats.by_vendor_protocol.get(vp, 0) + 1
         stats.by_protocol[protocol] = stats.by_protocol.get(protocol, 0) + 1
         stats.by_evidence[evidence] = stats.by_evidence.get(evidence, 0) + 1
+        if reply:
+            src, dst, sport, dport, smac = pkt.dst, pkt.src, pkt.dport, pkt.sport, None
+        else:
+            src, dst, sport, dport, smac = pkt.src, pkt.dst, pkt.sport, pkt.dport, pkt.smac
+        identity = self.identity
         self.emit_detection(
             Detection(
                 ts=pkt.ts,
@@ -666,14 +857,16 @@ class Engine:
                 protocol=protocol,
                 transport=transport,
                 version=pkt.version,
-                src=pkt.src,
-                dst=pkt.dst,
-                sport=pkt.sport,
-                dport=pkt.dport,
+                src=src,
+                dst=dst,
+                sport=sport,
+                dport=dport,
                 match=match,
                 details=details,
                 action=action,
                 vlan=pkt.vlan,
                 tunnel=pkt.tunnel,
+                smac=smac,
+                attribution=None if identity is None else identity.attribute(pkt.ts, src, smac),
             )
         )

@@ -10,6 +10,7 @@ from monitor.capture.files import ReplayStats, replay_frames
 from monitor.capture.prefilter import PortConfig, tcpdump_path
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import Engine, EngineConfig
+from monitor.pipeline.identity import IdentityTap
 
 
 def prefilter_for(config: EngineConfig) -> PortConfig | None:
@@ -25,8 +26,12 @@ def replay_files(
     emit: Callable[[Detection], None],
     config: EngineConfig | None = None,
     prefilter: PortConfig | None = None,
+    *,
+    identity: IdentityTap | None = None,
 ) -> tuple[Engine, ReplayStats]:
-    engine = Engine(matcher, emit, config)
+    """Replay ``paths`` in order; with ``identity`` the detections are attributed (the
+    caller owns the store and closes it, which commits what the replay observed)."""
+    engine = Engine(matcher, emit, config, identity=identity)
     stats = ReplayStats()
     process = engine.process
     for ts, linktype, data, _wirelen in replay_frames(list(paths), prefilter, stats):
