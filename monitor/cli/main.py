@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import blocklist_cmd, config_cmd, replay, report_cmd
+from monitor.cli import blocklist_cmd, config_cmd, identities_cmd, replay, report_cmd
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,6 +21,7 @@ def build_parser() -> argparse.ArgumentParser:
     blocklist_cmd.add_parser(sub)
     config_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
+    identities_cmd.add_parser(sub)
     return parser
 
 

@@ -6,10 +6,15 @@ Incident reviews and the tests use this path; it is the live sensor's pipeline f
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import os
 import sys
 import time
 from typing import IO, Any
 
+from monitor.attribution.inventory import InventoryError, load_inventory
+from monitor.attribution.leasefiles import LeaseFileError, LeaseWarning
+from monitor.attribution.store import IdentityStore, StoreError
 from monitor.blocklist.loader import BlocklistError, load_blocklists, shipped_blocklist_dir
 from monitor.capture.files import expand_capture_paths
 from monitor.capture.prefilter import PortConfig
@@ -17,7 +22,10 @@ from monitor.cli.summary import print_summary
 from monitor.events.ecs import dumps, to_ecs
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import EngineConfig
+from monitor.pipeline.identity import IdentityTap, read_lease_file
 from monitor.pipeline.replay import prefilter_for, replay_files
+
+LEASE_FORMATS = ("isc", "kea", "dnsmasq")
 
 
 def port_list(text: str) -> frozenset[int]:
@@ -65,6 +73,85 @@ def add_engine_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--flow-timeout", type=float, default=d.flow_idle_timeout_s, metavar="SECONDS")
 
 
+def lease_source(text: str) -> tuple[str, str]:
+    fmt, colon, path = text.partition(":")
+    if not colon or fmt not in LEASE_FORMATS or not path:
+        raise argparse.ArgumentTypeError(
+            f"expected FORMAT:PATH with FORMAT one of {', '.join(LEASE_FORMATS)}: {text!r}"
+        )
+    return fmt, path
+
+
+def ip_address(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text.strip()))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an IP address: {text!r}") from None
+
+
+def add_attribution_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group(
+        "attribution",
+        "Who was behind the client address at the time of each detection: DHCP, Kerberos and "
+        "NTLM seen in the captures, lease files and the inventory.",
+    )
+    g.add_argument(
+        "--state-db",
+        metavar="PATH",
+        help="identity database (SQLite) to read and keep the evidence in "
+        "(default: in memory, gone after the replay); 'egress-monitor identities' reads it",
+    )
+    g.add_argument("--inventory", metavar="PATH", help="asset inventory (.yaml, .yml or .csv)")
+    g.add_argument(
+        "--leases",
+        action="append",
+        type=lease_source,
+        default=[],
+        metavar="FORMAT:PATH",
+        help="DHCP server lease file, FORMAT isc, kea or dnsmasq (repeatable); dnsmasq "
+        "records no lease start: its leases count from the file's modification time",
+    )
+    g.add_argument(
+        "--resolver",
+        action="append",
+        type=ip_address,
+        default=[],
+        metavar="IP",
+        help="internal DNS resolver (or proxy) address: its queries are resolver-only, "
+        "never pinned on a person (repeatable)",
+    )
+    g.add_argument(
+        "--no-attribution",
+        action="store_true",
+        help="do not attribute detections (no identity store at all)",
+    )
+
+
+def open_identity(args: argparse.Namespace) -> IdentityTap | None:
+    """The identity tap the replay options ask for (None with --no-attribution).
+
+    Raises StoreError, InventoryError or LeaseFileError with a message for the user.
+    """
+    if args.no_attribution:
+        return None
+    store = IdentityStore(args.state_db or ":memory:")
+    try:
+        if args.inventory:
+            store.set_inventory(load_inventory(args.inventory))
+        tap = IdentityTap(store, args.resolver)
+        for fmt, path in args.leases:
+            warnings: list[LeaseWarning] = []
+            leases = read_lease_file(fmt, path, warnings)
+            for warning in warnings:
+                print(f"egress-monitor: warning: {warning}", file=sys.stderr)
+            # The file's own time, not the clock: replaying twice gives the same events.
+            tap.load_leases(leases, os.stat(path).st_mtime_ns)
+    except BaseException:
+        store.close()
+        raise
+    return tap
+
+
 def engine_config(args: argparse.Namespace) -> EngineConfig:
     return EngineConfig(
         dns_ports=args.dns_ports,
@@ -97,6 +184,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no summary table on stderr")
     add_engine_options(p)
+    add_attribution_options(p)
     p.set_defaults(func=run)
 
 
@@ -111,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         paths = expand_capture_paths(args.captures)
     except FileNotFoundError as exc:
+        print(f"egress-monitor: {exc}", file=sys.stderr)
+        return 2
+    try:
+        identity = open_identity(args)
+    except (StoreError, InventoryError, LeaseFileError, OSError) as exc:
         print(f"egress-monitor: {exc}", file=sys.stderr)
         return 2
     config = engine_config(args)
@@ -132,8 +225,10 @@ def run(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     try:
-        engine, rstats = replay_files(paths, matcher, emit, config, prefilter)
+        engine, rstats = replay_files(paths, matcher, emit, config, prefilter, identity=identity)
     finally:
+        if identity is not None:
+            identity.store.close()
         if out is not sys.stdout:
             out.close()
         else:

@@ -20,7 +20,13 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 
 from monitor.attribution.bindings import normalize_ip
-from monitor.attribution.leasefiles import Lease
+from monitor.attribution.leasefiles import (
+    Lease,
+    LeaseWarning,
+    read_dnsmasq_leases,
+    read_isc_dhcpd_leases,
+    read_kea_csv,
+)
 from monitor.attribution.resolve import Attribution
 from monitor.attribution.store import IdentityStore, StoreError
 from monitor.decode.packet import Packet
@@ -45,6 +51,18 @@ IDENTITY_UDP_PORTS = DHCP_PORTS | DHCPV6_PORTS | {KERBEROS_PORT}
 _STORE_ERRORS = (sqlite3.Error, StoreError, ValueError)
 
 
+def read_lease_file(fmt: str, path: str, warnings: list[LeaseWarning]) -> list[Lease]:
+    """A lease file in ``fmt`` (isc, kea, dnsmasq); bad entries go to ``warnings``.
+    Raises LeaseFileError when the file cannot be read, ValueError for an unknown format."""
+    if fmt == "isc":
+        return read_isc_dhcpd_leases(path, warnings=warnings)
+    if fmt == "kea":
+        return read_kea_csv(path, warnings=warnings)
+    if fmt == "dnsmasq":
+        return read_dnsmasq_leases(path, warnings=warnings)
+    raise ValueError(f"unknown lease file format {fmt!r} (isc, kea, dnsmasq)")
+
+
 def looks_like_kerberos_reply_record(data: bytes) -> bool:
     """A Kerberos-over-TCP record marker (RFC 4120 7.2.2) followed by an AS-REP, TGS-REP or
     KRB-ERROR tag: where a KDC's reply stream starts, when the capture missed the handshake."""
@@ -65,6 +83,7 @@ class IdentityStats:
     ntlm_messages: int = 0
     ntlm_parse_errors: int = 0
     identity_bindings_changed: int = 0
+    detections_attributed: int = 0  # detections for which anything at all was known
     attribution_errors: int = 0
 
 
@@ -221,10 +240,13 @@ class IdentityTap:
             if not (store.row_count or self._resolvers or len(store.inventory)):
                 return Attribution(ip=normalize_ip(ip), at_ns=ts)
             mac_text = mac.hex(":") if mac is not None and mac in self._client_macs else None
-            return store.attribute(ts, ip, mac_text)
+            found = store.attribute(ts, ip, mac_text)
         except _STORE_ERRORS:
             self.stats.attribution_errors += 1
             return None
+        if found.known:
+            self.stats.detections_attributed += 1
+        return found
 
     def counters(self) -> dict[str, int]:
         return {f.name: getattr(self.stats, f.name) for f in fields(self.stats)}
