@@ -13,14 +13,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
+import yaml
+
+from monitor.attribution.inventory import load_inventory
+from monitor.attribution.store import IdentityStore
 from monitor.blocklist.loader import load_blocklists, shipped_blocklist_dir
 from monitor.capture.files import CAPTURE_SUFFIXES
 from monitor.events.ecs import to_ecs
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import EngineConfig
+from monitor.pipeline.identity import IdentityTap, read_lease_file
 from monitor.pipeline.replay import prefilter_for, replay_files
 
 ROOT = Path(__file__).resolve().parent
@@ -38,8 +45,34 @@ def intent_path(capture: Path) -> Path:
     return capture.with_name(capture.stem + ".intent.yaml")
 
 
+def sensor_config(capture: Path) -> dict[str, Any]:
+    """The intent's ``sensor_config``: what the sensor must be told for this capture
+    (``resolvers``; ``inventory`` and ``leases`` paths relative to the capture)."""
+    path = intent_path(capture)
+    if not path.exists():
+        return {}
+    intent = yaml.safe_load(path.read_text()) or {}
+    return intent.get("sensor_config") or {}
+
+
+def identity_for(capture: Path) -> IdentityTap:
+    """An in-memory identity store set up as the capture's intent says (as ``replay`` does
+    with ``--resolver``, ``--inventory`` and ``--leases``)."""
+    cfg = sensor_config(capture)
+    store = IdentityStore(":memory:")
+    if cfg.get("inventory"):
+        store.set_inventory(load_inventory(capture.parent / cfg["inventory"]))
+    tap = IdentityTap(store, cfg.get("resolvers") or ())
+    for source in cfg.get("leases") or ():
+        path = str(capture.parent / source["path"])
+        leases = read_lease_file(source["format"], path, [])
+        tap.load_leases(leases, os.stat(path).st_mtime_ns)
+    return tap
+
+
 def sensor_events(capture: Path, prefilter: bool = True) -> tuple[list[dict], dict[str, int]]:
-    """Events and counters of one capture, replayed alone with the shipped blocklist."""
+    """Events and counters of one capture, replayed alone with the shipped blocklist and the
+    capture's sensor_config."""
     matcher = load_blocklists([shipped_blocklist_dir()])
     docs: list[dict] = []
 
@@ -47,9 +80,18 @@ def sensor_events(capture: Path, prefilter: bool = True) -> tuple[list[dict], di
         docs.append(to_ecs(d))
 
     config = EngineConfig()
-    engine, _ = replay_files(
-        [capture], matcher, emit, config, prefilter_for(config) if prefilter else None
-    )
+    identity = identity_for(capture)
+    try:
+        engine, _ = replay_files(
+            [capture],
+            matcher,
+            emit,
+            config,
+            prefilter_for(config) if prefilter else None,
+            identity=identity,
+        )
+    finally:
+        identity.store.close()
     return docs, engine.counters()
 
 

@@ -43,6 +43,37 @@ def detection_key(action: str, evidence: str | None, name: str) -> tuple[str, st
     return (action, evidence if action == "vendor-access" else None, name)
 
 
+def normal_mac(mac: str) -> str:
+    """ECS writes 02-00-00-98-00-01, intents and DHCP 02:00:00:98:00:01."""
+    return mac.strip().lower().replace("-", ":")
+
+
+def who(doc: dict) -> dict:
+    """The attribution of an event in the intent's terms: ip, mac, domain, user (None when
+    the event names none), and whether it is resolver-only."""
+    source = doc["source"]
+    user = source.get("user") or {}
+    return {
+        "ip": source["ip"],
+        "mac": normal_mac(source["mac"]) if "mac" in source else None,
+        "domain": source.get("domain"),
+        "user": user.get("name"),
+        "resolver-only": bool(doc.get("attribution", {}).get("resolver_only")),
+    }
+
+
+def wanted_who(entry: dict) -> dict:
+    """What the intent says about whose a detection is; only the keys it gives are checked
+    (a ``source`` key with a null value means the event must name none)."""
+    source = entry.get("source") or {}
+    want = {k: source[k] for k in ("ip", "mac", "domain", "user") if k in source}
+    if want.get("mac") is not None:
+        want["mac"] = normal_mac(want["mac"])
+    if source:
+        want["resolver-only"] = entry.get("attribution") == "resolver-only"
+    return want
+
+
 @pytest.mark.parametrize("prefilter", [True, False], ids=["bpf", "no-bpf"])
 @pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
 def test_events_match_the_generators_intent(capture: Path, prefilter: bool) -> None:
@@ -52,15 +83,22 @@ def test_events_match_the_generators_intent(capture: Path, prefilter: bool) -> N
         detection_key(d["event"]["action"], d["match"]["evidence"], d["match"]["name"])
         for d in docs
     ]
-    want = [
-        detection_key(w.get("action", "vendor-access"), w.get("evidence"), w["name"])
+    entries = [
+        (detection_key(w.get("action", "vendor-access"), w.get("evidence"), w["name"]), w)
         for w in intent.get("detections") or []
     ]
     if prefilter:
         # Documented limits of a stateless kernel filter, listed in the intent with the reason.
         for miss in intent.get("prefilter_misses") or []:
-            want.remove(detection_key("vendor-access", miss["evidence"], miss["name"]))
-    assert got == [w for w in want if w[1] is None or w[1] in EVIDENCE_KINDS]
+            key = detection_key("vendor-access", miss["evidence"], miss["name"])
+            entries.remove(next(e for e in entries if e[0] == key))
+    entries = [e for e in entries if e[0][1] is None or e[0][1] in EVIDENCE_KINDS]
+    assert got == [key for key, _ in entries]
+    # Whose each detection is: the workstation and user that held the address at that moment.
+    for doc, (key, entry) in zip(docs, entries, strict=True):
+        want = wanted_who(entry)
+        have = who(doc)
+        assert {k: have[k] for k in want} == want, (key, doc["@timestamp"])
     reported = {d["match"]["name"] for d in docs}
     assert not reported & set(intent.get("must_not_match") or [])
     for name, value in (intent.get("counters") or {}).items():

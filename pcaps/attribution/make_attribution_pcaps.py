@@ -963,7 +963,9 @@ def read_capture(pcap: Path) -> Reading:
     """The evidence rules of the sample conventions, applied to tshark's view, plus
     ip-resolved (see README): one per TCP connection, at the client's first payload segment,
     when the server address came from a vendor-matching DNS answer sent to a different host,
-    within the answer's TTL. Not at the SYN: the project's prefilter drops SYNs on listed ports,
+    within the answer's TTL, and that payload names no host (no SNI, no HTTP Host): a hello
+    naming the vendor is its own tls-sni detection, one naming another host goes elsewhere on
+    a shared address. Not at the SYN: the project's prefilter drops SYNs on listed ports,
     while the first payload (ClientHello, request) passes it."""
     r = Reading()
     queries: dict[tuple[str, str, str], Frame] = {}
@@ -1020,7 +1022,8 @@ def read_capture(pcap: Path) -> Reading:
                 continue  # handshake ACK: nothing else to see in this frame
             first_payload.add(stream)
             hit = learned.get(fr.dst)
-            if hit and hit[1] != fr.src and fr.ts <= hit[2]:
+            named = fr.all("tls.handshake.extensions_server_name") or fr.all("http.host")
+            if hit and hit[1] != fr.src and fr.ts <= hit[2] and not named:
                 r.detections.append(
                     Detection(
                         fr,
@@ -1070,7 +1073,10 @@ def attribute(lab: Lab, r: Reading) -> None:
     for d in r.detections:
         if d.client_mac == RESOLVER_MAC and d.client_ip == RESOLVER:
             d.resolver_only = True
-            d.attribution = {"ip": RESOLVER, "mac": RESOLVER_MAC}
+            # No MAC: the sensor reports one only when DHCP, a lease file or the inventory ties
+            # it to the address (at an uplink a frame's source MAC is the router's); the
+            # resolver has a static address (see README "The intents: attribution fields").
+            d.attribution = {"ip": RESOLVER}
             # Which workstation made the resolver ask (not visible to the sensor; for the note).
             st = step_at(lab.steps, d.frame.ts)
             d.note += f", on behalf of {st.actor} ({st.label}; not visible at the capture point)"
