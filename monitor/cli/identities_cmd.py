@@ -156,6 +156,9 @@ def _cell(value: object) -> Text:
 
 def _print_tables(ip: str, at: int, answer: Attribution, evidence: list[Binding]) -> None:
     console = Console()
+    if not console.is_terminal:
+        # Into a file or a pipe: wide enough that the evidence table is not cut to ellipses.
+        console = Console(width=max(console.width, 200))
     t = Table(title=f"{ip} at {_when(at)}", title_justify="left", show_header=False)
     t.add_column("field")
     t.add_column("value")

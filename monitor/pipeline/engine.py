@@ -604,7 +604,12 @@ class Engine:
             if flags & TCP_RST:
                 return
             is_syn = flags & TCP_SYN and not flags & TCP_ACK
-            if not pkt.payload and not is_syn:
+            # A KDC's SYN-ACK anchors its reply stream (the first segment may be tiny).
+            if (
+                not pkt.payload
+                and not is_syn
+                and not (flags & TCP_SYN and pkt.sport == KERBEROS_PORT and self.identity)
+            ):
                 return
             kind = self._classify(pkt, bool(is_syn))
             watch = self.resolved.entries or self._vendor_cidrs
