@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 
 from monitor import __version__
-from monitor.cli import blocklist_cmd, config_cmd, identities_cmd, replay, report_cmd
+from monitor.cli import blocklist_cmd, config_cmd, identities_cmd, replay, report_cmd, run, top
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd.add_parser(sub)
     report_cmd.add_parser(sub)
     identities_cmd.add_parser(sub)
+    run.add_parser(sub)
+    top.add_parser(sub)
     return parser
 
 
