@@ -147,3 +147,11 @@ def test_vlan_free_variant_compiles_for_link_types_without_tags(tmp_path: Path) 
             text=True,
         )
         assert (proc.returncode == 0) is ok, proc.stderr
+
+
+def test_empty_port_lists_switch_their_clauses_off(tmp_path: Path) -> None:
+    empty = PortConfig(dns=frozenset(), tls=frozenset(), http=frozenset(), quic=frozenset())
+    dns = Ether() / v4(UDP(sport=40000, dport=53) / (b"\0" * 20))
+    hello = Ether() / v4(TCP(sport=40000, dport=4443, flags="PA") / HELLO)
+    assert passed(tmp_path, [dns], build_filter(empty)) == 0
+    assert passed(tmp_path, [hello], build_filter(empty)) == 1

@@ -29,9 +29,21 @@ class PortConfig:
     quic: frozenset[int] = frozenset({443})
 
 
+# A clause that matches nothing (an IPv4 header cannot start with version 0): an empty port list
+# in the configuration must switch its clause off, not break the expression.
+_NEVER = "(ip and ip[0] = 0)"
+
+
 def _ports(proto: str, direction: str, ports: Iterable[int]) -> str:
     items = sorted(set(ports))
+    if not items:
+        return _NEVER
     return "(" + " or ".join(f"{proto} {direction} port {p}" for p in items) + ")"
+
+
+def _any_port(ports: Iterable[int]) -> str:
+    items = sorted(set(ports))
+    return "(" + " or ".join(f"port {p}" for p in items) + ")" if items else _NEVER
 
 
 def build_filter(ports: PortConfig, vlan: bool = True) -> str:
@@ -40,7 +52,7 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
     ``vlan`` adds the tagged variants; libpcap refuses ``vlan`` on link types other than
     Ethernet (Linux cooked, raw IP, loopback), whose frames carry no tag in the packet anyway.
     """
-    dns_any = " or ".join(f"port {p}" for p in sorted(ports.dns))
+    dns_any = _any_port(ports.dns)
     client_ports = sorted(ports.tls | ports.http)
     tcp_dst = _ports("tcp", "dst", client_ports)
     # IPv4: client segments with payload (IP total length - IP header - TCP header > 0).
@@ -92,10 +104,10 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
     # later 0x16 segment on an unlisted port really is the connection's first payload.
     # Listed ports need no SYN (streams there anchor on the hello or request itself), and
     # leaving them out keeps one packet per connection of ordinary HTTPS out of Python.
-    listed = " or ".join(f"port {p}" for p in sorted(ports.tls | ports.http | ports.dns))
+    listed = _any_port(ports.tls | ports.http | ports.dns)
     syns = (
         f"((tcp[tcpflags] & (tcp-syn|tcp-ack) = tcp-syn"
-        f" or (ip6 and ip6[6] = 6 and ip6[53] & 0x12 = 0x02)) and not ({listed}))"
+        f" or (ip6 and ip6[6] = 6 and ip6[53] & 0x12 = 0x02)) and not {listed})"
     )
     # What the offsets above cannot see into: IPv6 with extension headers (the parser walks
     # them) and IPv4 fragments (counted, not reassembled). Both are rare on a healthy network.
