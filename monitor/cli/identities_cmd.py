@@ -24,7 +24,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from monitor.alerts.report import printable
 from monitor.attribution.bindings import TIER_LIVE, Binding
 from monitor.attribution.inventory import InventoryError, load_inventory
 from monitor.attribution.resolve import Attribution, to_ecs_fields
@@ -150,7 +149,9 @@ def _answer_dict(a: Attribution) -> dict[str, Any]:
 
 def _cell(value: object) -> Text:
     """Values come from the network (host and user names): shown literally, never as markup,
-    with control and reordering characters escaped."""
+    with control and reordering characters escaped (as the audit report shows them)."""
+    from monitor.alerts.report import printable  # only when printing tables: a heavy import
+
     return Text("" if value is None else printable(str(value)))
 
 

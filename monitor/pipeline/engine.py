@@ -506,7 +506,7 @@ class Engine:
 
     def _quic_hello(self, pkt: Packet, hello: ClientHello) -> None:
         self.stats.quic_client_hellos += 1
-        if self.resolved.entries or self._vendor_cidrs:
+        if self._vendor_cidrs or pkt.dst in self.resolved.entries:
             hit = self._ip_candidate(pkt)
             if hit is not None:
                 self._ip_report(hit, pkt, "quic", "udp", hello.server_name)
@@ -612,10 +612,11 @@ class Engine:
             ):
                 return
             kind = self._classify(pkt, bool(is_syn))
-            watch = self.resolved.entries or self._vendor_cidrs
             if kind is None:
                 if is_syn:
-                    if watch and self.unlisted_syns.get(key) is None:
+                    if (
+                        self._vendor_cidrs or pkt.dst in self.resolved.entries
+                    ) and self.unlisted_syns.get(key) is None:
                         # On an unlisted port the prefilter passes the SYN and not the data.
                         hit = self._ip_candidate(pkt)
                         if hit is not None:
@@ -623,7 +624,11 @@ class Engine:
                     self._remember_unlisted_syn(key, pkt)
                 return
             flow = self._new_flow(kind, pkt.ts)
-            if watch and (kind == "tls" or kind == "http") and self.unlisted_syns.get(key) is None:
+            if (
+                (self._vendor_cidrs or pkt.dst in self.resolved.entries)
+                and (kind == "tls" or kind == "http")
+                and self.unlisted_syns.get(key) is None
+            ):
                 flow.ip_match = self._ip_candidate(pkt)
             self.flows.add(key, flow)
         flow.last_seen = pkt.ts

@@ -107,7 +107,8 @@ _METHOD_PREFIX = re.compile(rb"[" + _TCHAR + rb"]{1,32}(?: |\Z)")
 # Field names are tokens that follow LF directly, so this cannot match inside a value or the
 # request line.
 _FRAMING_FIELDS = re.compile(
-    rb"\n(host|content-length|transfer-encoding|(?:proxy-)?authorization):([^\r\n]*)", re.I
+    rb"\n(host|content-length|transfer-encoding|authorization|proxy-authorization):([^\r\n]*)",
+    re.I,
 )
 _NTLM_SCHEMES = re.compile(rb"(?:ntlm|negotiate)[ \t]", re.I)
 _OBS_FOLD = re.compile(rb"[ \t]*\r?\n[ \t]+")
