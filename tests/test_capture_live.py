@@ -553,6 +553,7 @@ def test_prefilter_passes_client_dns_tls_and_quic_long_headers_and_drops_server_
     wire = server_payload(all_pkts)
     assert any(payload[:1] == b"\x17" for payload in wire), "no server application data seen"
     assert server_payload(pre_pkts) == Counter({k: v for k, v in wire.items() if k[:1] == b"\x16"})
+
     # Exactly what libpcap keeps from the same frames in a file: interface and file agree. The
     # kernel's own IPv6 multicast (neighbour discovery, MLD reports to 33:33:...) is left out: the
     # two capture windows open a moment apart, so one may see a report the other missed.

@@ -18,8 +18,6 @@ def test_spec_example() -> None:
     assert community_id(dst, src, 6, 80, 34855) == "1:LQU9qZlK+B5F3KDmev6m5PMibrg="
 
 
-
-
 @given(
     v6=st.booleans(),
     a=st.integers(0, 2**128 - 1),

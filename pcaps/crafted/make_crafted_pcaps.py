@@ -972,11 +972,13 @@ def cap_tls_nonstandard_port() -> Capture:
     tls_flow(cap, eth, h, srv="203.0.113.200", sport=4443)
     cap.never("api.clearview.ai", "notclearview.ai")
     cap.prefilter_misses = [("tls-sni", "search4faces.com")]
-    cap.prefilter_note = (
-        "The kernel-side BPF prefilter is stateless: on a port that is not a configured TLS port it\n"
-        "can pass only segments that begin with a TLS handshake record, so the second segment of a\n"
-        "split hello there never reaches the parser. With --no-prefilter (or with 4443 in tls_ports)\n"
-        "it is detected."
+    cap.prefilter_note = "\n".join(
+        [
+            "The kernel-side BPF prefilter is stateless: on a port that is not a configured TLS",
+            "port it can pass only segments that begin with a TLS handshake record, so the second",
+            "segment of a split hello there never reaches the parser. With --no-prefilter (or",
+            "with 4443 in tls_ports) it is detected.",
+        ]
     )
     cap.proves = [
         "TLS is recognised on any port by the first client payload byte (0x16 handshake record)",
