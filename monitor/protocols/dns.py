@@ -29,6 +29,8 @@ import struct
 from dataclasses import dataclass
 from ipaddress import IPv6Address
 
+from monitor.flows.framing import LengthPrefixedFramer
+
 __all__ = [
     "DnsAddress",
     "DnsFramingError",
@@ -481,44 +483,28 @@ class DnsTcpFramer:
     that would not fit raises as well. The default fits any legal message (65535 + 2).
     """
 
-    __slots__ = ("_buf", "_failed", "_max_buffer")
+    __slots__ = ("_framer", "_max_buffer")
 
     def __init__(self, max_buffer: int = 65537 + 2) -> None:
         if max_buffer < 2 + HEADER_LEN:
             raise ValueError("max_buffer must hold at least a length prefix and a DNS header")
         self._max_buffer = max_buffer
-        self._buf = bytearray()
-        self._failed = False
+        self._framer = LengthPrefixedFramer(
+            2, self._check, DnsFramingError, "framer already failed on a bad length prefix"
+        )
+
+    def _check(self, length: int) -> str | None:
+        if length < HEADER_LEN:
+            return "length prefix too small for a DNS message"
+        if length + 2 > self._max_buffer:
+            return "length prefix larger than the framer's buffer"
+        return None
 
     @property
     def buffered(self) -> int:
         """Bytes held for a message that is not complete yet."""
-        return len(self._buf)
+        return self._framer.buffered
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add stream bytes; return every message they complete, in order."""
-        if self._failed:
-            raise DnsFramingError("framer already failed on a bad length prefix", [])
-        buf = self._buf
-        buf += data
-        size = len(buf)
-        messages: list[bytes] = []
-        pos = 0
-        while size - pos >= 2:
-            length = (buf[pos] << 8) | buf[pos + 1]
-            if length < HEADER_LEN or length + 2 > self._max_buffer:
-                self._failed = True
-                self._buf = bytearray()
-                reason = (
-                    "length prefix too small for a DNS message"
-                    if length < HEADER_LEN
-                    else "length prefix larger than the framer's buffer"
-                )
-                raise DnsFramingError(reason, messages)
-            if size - pos - 2 < length:
-                break
-            messages.append(bytes(buf[pos + 2 : pos + 2 + length]))
-            pos += 2 + length
-        if pos:
-            del buf[:pos]
-        return messages
+        return self._framer.feed(data)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
+from monitor.flows.framing import LengthPrefixedFramer
+
 __all__ = [
     "ADDRTYPE_INET",
     "ADDRTYPE_INET6",
@@ -469,45 +471,30 @@ class KerberosTcpFramer:
     fits any message over UDP and the tickets with large PACs Windows realms issue.
     """
 
-    __slots__ = ("_buf", "_failed", "_max_record")
+    __slots__ = ("_framer", "_max_record")
 
     def __init__(self, max_record: int = 65536) -> None:
         if max_record < 1:
             raise ValueError("max_record must be positive")
         self._max_record = max_record
-        self._buf = bytearray()
-        self._failed = False
+        self._framer = LengthPrefixedFramer(
+            4, self._check, KerberosFramingError, "framer already failed on a bad record marker"
+        )
+
+    def _check(self, length: int) -> str | None:
+        if length & 0x80000000:
+            return "record marker has the reserved high bit set"
+        if length == 0:
+            return "empty record"
+        if length > self._max_record:
+            return f"record of {length} bytes exceeds max_record {self._max_record}"
+        return None
 
     @property
     def buffered(self) -> int:
         """Bytes held for a record that is not complete yet."""
-        return len(self._buf)
+        return self._framer.buffered
 
     def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
         """Add stream bytes; return every record they complete, in order, without markers."""
-        if self._failed:
-            raise KerberosFramingError("framer already failed on a bad record marker", [])
-        buf = self._buf
-        buf += data
-        size = len(buf)
-        records: list[bytes] = []
-        pos = 0
-        while size - pos >= 4:
-            length = int.from_bytes(buf[pos : pos + 4], "big")
-            if length & 0x80000000 or length == 0 or length > self._max_record:
-                self._failed = True
-                self._buf = bytearray()
-                if length & 0x80000000:
-                    reason = "record marker has the reserved high bit set"
-                elif length == 0:
-                    reason = "empty record"
-                else:
-                    reason = f"record of {length} bytes exceeds max_record {self._max_record}"
-                raise KerberosFramingError(reason, records)
-            if size - pos - 4 < length:
-                break
-            records.append(bytes(buf[pos + 4 : pos + 4 + length]))
-            pos += 4 + length
-        if pos:
-            del buf[:pos]
-        return records
+        return self._framer.feed(data)
