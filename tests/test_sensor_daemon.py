@@ -428,6 +428,25 @@ def test_approvals_and_lists_change_together_or_not_at_all(tmp_path: Path) -> No
     assert w.matcher is not matcher and w.approvals is not approvals
 
 
+def test_inventory_reloads_with_the_lists_and_a_broken_one_keeps_the_last_good(
+    tmp_path: Path,
+) -> None:
+    lst, inv = tmp_path / "list.yaml", tmp_path / "inventory.yaml"
+    write(lst, LIST.format(version="1", vendor="vendor-a", domain="a.test"))
+    write(inv, "- ip: 10.1.2.3\n  hostname: ws-old\n  owner: alice\n")
+    w = ListWatcher([str(lst)], None, inventory=str(inv))
+    w.load()
+    first = w.inventory
+    assert first is not None and str(inv) in w.watched
+    write(inv, "- ip: 10.1.2.3\n  hostname: ws-new\n  owner: bob\n")
+    assert w.reload("SIGHUP")
+    assert w.inventory is not first
+    second = w.inventory
+    write(inv, "- ip: not-an-address\n  hostname: ws-x\n")
+    assert not w.reload("SIGHUP")
+    assert w.inventory is second and "inventory.yaml:1" in (w.last_error or "")
+
+
 def test_watch_reloads_once_a_change_has_settled_and_not_again(tmp_path: Path) -> None:
     lst = tmp_path / "list.yaml"
     write(lst, LIST.format(version="1", vendor="vendor-a", domain="a.test"))

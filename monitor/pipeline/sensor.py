@@ -26,9 +26,10 @@ Why it is built this way:
 * **Attribution.** Every detection is attributed by the engine's identity tap from an
   :class:`~monitor.attribution.store.IdentityStore` in ``<state_dir>/identities.sqlite``
   (DHCP, Kerberos and NTLM seen on the mirror survive a restart there), the configured
-  ``inventory`` (read at start) and ``leases`` (re-read whenever a file's mtime changes, since
-  DHCP servers rewrite them constantly), with ``resolvers`` never pinned on a person. The
-  outcome of each vendor access is counted for ``egress_monitor_attribution_outcomes_total``.
+  ``inventory`` (reloaded with the lists, all or nothing) and ``leases`` (re-read whenever a
+  file's mtime changes, since DHCP servers rewrite them constantly), with ``resolvers`` never
+  pinned on a person. The outcome of each vendor access is counted for
+  ``egress_monitor_attribution_outcomes_total``.
 * **Shutdown loses nothing that was seen.** SIGTERM drains the frames already queued in the
   kernel, closes every open alert window (its closing update goes out with ``closed_reason``
   "shutdown"), then flushes and closes the sinks (network sinks keep what they could not
@@ -239,10 +240,11 @@ def _signature(paths: Iterable[str]) -> _Signature:
 
 
 class ListWatcher:
-    """The blocklists and approvals in force, and how they get replaced.
+    """The blocklists, approvals and inventory in force, and how they get replaced.
 
-    ``matcher`` and ``approvals`` only ever change together, and only to a pair that loaded
-    without error; ``failures``, ``last_error`` and ``last_success`` are for metrics and logs.
+    ``matcher``, ``approvals`` and ``inventory`` only ever change together, and only to a set
+    that loaded without error; ``failures``, ``last_error`` and ``last_success`` are for metrics
+    and logs.
     """
 
     def __init__(
@@ -250,10 +252,13 @@ class ListWatcher:
         blocklists: Iterable[str],
         approvals: str | None,
         *,
+        inventory: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.blocklists = list(blocklists)
         self.approvals_path = approvals
+        self.inventory_path = inventory
+        self.inventory: Inventory | None = None
         self.clock = clock
         self.matcher: Matcher | None = None
         self.approvals = Approvals.empty()
@@ -266,22 +271,26 @@ class ListWatcher:
 
     @property
     def watched(self) -> list[str]:
-        return self.blocklists + ([self.approvals_path] if self.approvals_path else [])
+        extra = [p for p in (self.approvals_path, self.inventory_path) if p is not None]
+        return self.blocklists + extra
 
     def signature(self) -> _Signature:
         return _signature(self.watched)
 
-    def _load(self) -> tuple[Matcher, Approvals]:
+    def _load(self) -> tuple[Matcher, Approvals, Inventory | None]:
         matcher = load_blocklists(self.blocklists)
         approvals = Approvals.empty()
         if self.approvals_path is not None:
             approvals = load_approvals(self.approvals_path, set(matcher.vendors))
-        return matcher, approvals
+        inventory = None
+        if self.inventory_path is not None:
+            inventory = load_inventory(self.inventory_path)
+        return matcher, approvals, inventory
 
     def load(self) -> None:
         """The first load: errors propagate (the daemon must not start without lists)."""
         self._attempted = self._seen = self.signature()
-        self.matcher, self.approvals = self._load()
+        self.matcher, self.approvals, self.inventory = self._load()
         self.last_success = self.clock()
         for warning in self.matcher.warnings:
             log.warning("%s", warning)
@@ -291,7 +300,7 @@ class ListWatcher:
         """Load everything anew and swap it in; on any error keep the current version."""
         self._attempted = self._seen = self.signature()
         try:
-            matcher, approvals = self._load()
+            matcher, approvals, inventory = self._load()
         except (ConfigError, OSError, UnicodeError) as exc:
             self._failed(why, str(exc))
             return False
@@ -299,7 +308,7 @@ class ListWatcher:
             log.exception("reload (%s) crashed", why)
             self._failed(why, f"{type(exc).__name__}: {exc}")
             return False
-        self.matcher, self.approvals = matcher, approvals
+        self.matcher, self.approvals, self.inventory = matcher, approvals, inventory
         self.reloads += 1
         self.last_success = self.clock()
         self.last_error = None
@@ -409,7 +418,9 @@ class Sensor:
             self.status_path = None
         else:
             self.status_path = status_path
-        self.lists = ListWatcher(config.blocklist_paths(), config.approvals, clock=clock)
+        self.lists = ListWatcher(
+            config.blocklist_paths(), config.approvals, inventory=config.inventory, clock=clock
+        )
         self.alerts = AlertEngine(config.alerts)
         self.engine: Engine | None = None
         self.identity: IdentityTap | None = None
@@ -478,7 +489,6 @@ class Sensor:
             log.warning("%s", warning)
         try:
             self.lists.load()
-            inventory = load_inventory(cfg.inventory) if cfg.inventory is not None else None
         except (ConfigError, OSError, UnicodeError) as exc:
             raise SensorStartError(str(exc), 2) from None
         assert self.lists.matcher is not None
@@ -508,7 +518,7 @@ class Sensor:
                 raise SensorStartError(str(exc)) from None
             log.info("running as %s (uid %d, gid %d)", cfg.user, ident.uid, ident.gid)
         # Opened as the daemon's user, so that what they create belongs to it.
-        self.identity = self._open_identity(inventory)
+        self.identity = self._open_identity(self.lists.inventory)
         self.engine = Engine(
             self.lists.matcher, self._on_detection, cfg.engine_config(), identity=self.identity
         )
@@ -699,13 +709,16 @@ class Sensor:
         self._write_status()
 
     def reload(self, why: str) -> bool:
-        """Reload blocklists and approvals (from the capture thread); True if swapped in."""
+        """Reload blocklists, approvals and inventory (from the capture thread); True if
+        swapped in."""
         if not self.lists.reload(why):
             return False
         assert self.lists.matcher is not None
         with self._lock:
             if self.engine is not None:
                 self.engine.swap_matcher(self.lists.matcher)
+            if self.identity is not None:
+                self.identity.store.set_inventory(self.lists.inventory)
             # Windows already open stay open: a later approval does not unsend an alert.
             self.alerts.approvals = self.lists.approvals
         return True
