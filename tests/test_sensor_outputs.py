@@ -231,6 +231,11 @@ def test_every_document_reaches_webhook_and_syslog_tcp_and_tls_in_order(
         if not receivers_up_at_start:
             time.sleep(1.0)  # a few failed attempts while the receivers are down
             assert not webhook.received and not tcp.messages and not tls_rx.messages
+            # Held in the daemon's spools meanwhile, one per network sink.
+            spool = tmp_path / "state" / "spool"
+            for name in ("webhook", "syslog", "syslog-2"):
+                held = sum(f.stat().st_size for f in (spool / name).rglob("*") if f.is_file())
+                assert held > 0, name
             for r in receivers:
                 r.start()  # back on the same ports
                 running.append(r)
