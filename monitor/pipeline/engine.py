@@ -66,6 +66,8 @@ EVIDENCE_KINDS = frozenset(
         "dns-cname",
         "tls-sni",
         "quic-sni",
+        "tls-ja4",
+        "quic-ja4",
         "http-host",
         "http-connect",
         "ip-resolved",
@@ -241,9 +243,14 @@ class Engine:
         config: EngineConfig | None = None,
         *,
         identity: IdentityTap | None = None,
+        on_packet: Callable[[Packet, int, bytes], None] | None = None,
     ) -> None:
         self.matcher = matcher
         self.identity = identity
+        #: Called with (packet, link type, frame) for each candidate packet -- DNS, TLS,
+        #: HTTP or QUIC by port, either direction -- before the engine looks at it; the
+        #: evidence recorder keeps those frames. None (the default) costs one check a frame.
+        self.on_packet = on_packet
         self.emit_detection = emit
         self.config = config or EngineConfig()
         self.decoder = Decoder()
@@ -278,6 +285,8 @@ class Engine:
         if pkt is None:
             return
         self.last_packet_ts = ts
+        if self.on_packet is not None:
+            self._candidate(pkt, linktype, data)
         if pkt.proto == PROTO_UDP:
             cfg = self.config
             if pkt.dport in cfg.dns_ports or pkt.sport in cfg.dns_ports:
@@ -292,6 +301,23 @@ class Engine:
             self._tcp(pkt)
         if ts >= self._next_sweep:
             self._sweep(ts)
+
+    def _candidate(self, pkt: Packet, linktype: int, data: bytes) -> None:
+        """Hand ``on_packet`` the frames that could become an alert's evidence: the ports the
+        engine parses, both directions (the DNS answer, the server's half of the handshake)."""
+        cfg = self.config
+        sport, dport = pkt.sport, pkt.dport
+        if pkt.proto == PROTO_UDP:
+            ports = (cfg.dns_ports, cfg.quic_ports)
+        elif pkt.proto == PROTO_TCP:
+            ports = (cfg.dns_ports, cfg.tls_ports, cfg.http_ports)
+        else:
+            return
+        for group in ports:
+            if dport in group or sport in group:
+                assert self.on_packet is not None
+                self.on_packet(pkt, linktype, data)
+                return
 
     def _sweep(self, ts: int) -> None:
         """Expire idle state in every table; once per second of packet time, not per packet."""

@@ -66,6 +66,7 @@ from prometheus_client.registry import Collector
 
 from monitor.alerts.approvals import Approvals, load_approvals
 from monitor.alerts.engine import AlertEngine
+from monitor.alerts.evidence import EvidenceRecorder
 from monitor.alerts.outputs import SinkConfigError, open_sinks
 from monitor.alerts.sinks import FanOutSink
 from monitor.attribution.inventory import Inventory, load_inventory
@@ -86,6 +87,8 @@ from monitor.config.sensor import (
     WebhookSinkConfig,
 )
 from monitor.config.yamlsource import ConfigError
+from monitor.decode.packet import Packet
+from monitor.events.community_id import community_id
 from monitor.events.ecs import to_ecs
 from monitor.metrics.collector import SnapshotCollector
 from monitor.metrics.server import MetricsServer, serve_metrics
@@ -126,6 +129,9 @@ RECENT_HITS = 50
 POLL_TIMEOUT_S = 0.2
 #: How long shutdown waits for each stage of sink delivery.
 SHUTDOWN_FLUSH_S = 5.0
+#: Packet time an alert is held before its evidence is written, so the DNS answer, the
+#: connection that follows the lookup and the rest of the handshake are in the file too.
+EVIDENCE_SETTLE_S = 2.0
 
 
 class SensorStartError(RuntimeError):
@@ -381,6 +387,12 @@ def _hit(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def _community_id(doc: Mapping[str, Any] | None) -> str | None:
+    network = None if doc is None else doc.get("network")
+    cid = network.get("community_id") if isinstance(network, Mapping) else None
+    return cid if isinstance(cid, str) and cid else None
+
+
 class _Families:
     """A registry stand-in for ``generate_latest``: one collector, no process metrics."""
 
@@ -427,6 +439,11 @@ class Sensor:
         self.capture: CaptureSource | None = None
         self.sinks: FanOutSink | None = None
         self.metrics_server: MetricsServer | None = None
+        #: With ``evidence:`` configured: candidate frames in memory, pcapng files per alert.
+        self.evidence: EvidenceRecorder | None = None
+        #: (packet time, monotonic time) when the recorder's packet time last moved: held
+        #: alerts are released by wall clock once the traffic has gone quiet.
+        self._evidence_mark = (0, 0.0)
         self.started_at = clock()
         self._lock = threading.Lock()
         self._matches: dict[tuple[str, str, str], int] = {}
@@ -519,8 +536,18 @@ class Sensor:
             log.info("running as %s (uid %d, gid %d)", cfg.user, ident.uid, ident.gid)
         # Opened as the daemon's user, so that what they create belongs to it.
         self.identity = self._open_identity(self.lists.inventory)
+        if cfg.evidence is not None:
+            try:
+                self.evidence = EvidenceRecorder(cfg.evidence.dir, cfg.evidence.max_bytes)
+            except (OSError, ValueError) as exc:
+                raise SensorStartError(f"evidence directory {cfg.evidence.dir}: {exc}") from None
+            log.info("evidence: pcapng files for each alert in %s", cfg.evidence.dir)
         self.engine = Engine(
-            self.lists.matcher, self._on_detection, cfg.engine_config(), identity=self.identity
+            self.lists.matcher,
+            self._on_detection,
+            cfg.engine_config(),
+            identity=self.identity,
+            on_packet=None if self.evidence is None else self._remember,
         )
         try:
             self.sinks = open_sinks(specs, os.path.join(cfg.state_dir, "spool"))
@@ -595,6 +622,8 @@ class Sensor:
         except KeyError:
             raise SensorStartError(f"unknown user {user!r}") from None
         wanted = [self.config.state_dir]
+        if self.config.evidence is not None:
+            wanted.append(self.config.evidence.dir)
         wanted += [os.path.dirname(os.path.abspath(s["path"])) for s in specs if "path" in s]
         for directory in wanted:
             missing: list[str] = []
@@ -653,6 +682,10 @@ class Sensor:
                     self._processing_error()
             for name, fs in grouped.items():
                 self._iface_last[name] = max(f[0] for f in fs) / 1e9
+            recorder = self.evidence
+            if recorder is not None and recorder.pending:
+                for doc in recorder.due():
+                    self._deliver(doc)
 
     def _processing_error(self) -> None:
         self._processing_errors += 1
@@ -681,7 +714,57 @@ class Sensor:
             log.exception("alert engine failed on event %s", doc["event"]["id"])
             docs = [doc]
         for out in docs:
+            self._route(out, doc)
+
+    def _remember(self, pkt: Packet, linktype: int, frame: bytes) -> None:
+        """Engine hook for candidate packets (evidence enabled only): keep the frame under
+        its flow's Community ID, the key events carry in ``network.community_id``."""
+        recorder = self.evidence
+        assert recorder is not None
+        key = community_id(pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+        recorder.remember(pkt.ts, linktype, frame, key)
+
+    def _route(self, doc: dict[str, Any], event: Mapping[str, Any] | None = None) -> None:
+        """Deliver a document; with evidence enabled an alert is held until its evidence file
+        is on disk (``due``/``drain`` deliver it), so no alert names a missing file."""
+        recorder = self.evidence
+        if recorder is None:
+            self._deliver(doc)
+            return
+        ev = doc.get("event")
+        if not isinstance(ev, Mapping) or ev.get("kind") != "alert" or not ev.get("id"):
+            recorder.note(doc)
+            self._deliver(doc)
+            return
+        flows = [_community_id(doc), _community_id(event)]
+        try:
+            ready = recorder.defer(
+                doc, [f for f in flows if f is not None], settle_seconds=EVIDENCE_SETTLE_S
+            )
+        except Exception:
+            log.exception("evidence for alert %s failed", ev.get("id"))
+            ready = [doc]
+        for out in ready:
             self._deliver(out)
+
+    def _release_evidence(self, everything: bool = False) -> None:
+        """Deliver held alerts whose settle time has passed (all of them at shutdown, or when
+        no candidate packet has moved packet time for a settle period of wall time)."""
+        recorder = self.evidence
+        if recorder is None or not recorder.pending:
+            return
+        now = time.monotonic()
+        if recorder.now_ns != self._evidence_mark[0]:
+            self._evidence_mark = (recorder.now_ns, now)
+        elif now - self._evidence_mark[1] >= EVIDENCE_SETTLE_S:
+            everything = True
+        try:
+            docs = recorder.drain() if everything else recorder.due()
+        except Exception:
+            log.exception("writing evidence failed")
+            return
+        for doc in docs:
+            self._deliver(doc)
 
     def _deliver(self, doc: dict[str, Any]) -> None:
         sinks = self.sinks
@@ -705,7 +788,8 @@ class Sensor:
                 log.exception("alert flush failed")
                 docs = []
             for doc in docs:
-                self._deliver(doc)
+                self._route(doc)
+            self._release_evidence()
         self._write_status()
 
     def reload(self, why: str) -> bool:
@@ -746,7 +830,8 @@ class Sensor:
                     log.exception("closing the open alerts failed")
                     docs = []
                 for doc in docs:
-                    self._deliver(doc)
+                    self._route(doc)
+                self._release_evidence(everything=True)
             if docs:
                 log.info("closed %d open alert(s) at shutdown", len(docs))
         if self.sinks is not None:
@@ -833,6 +918,10 @@ class Sensor:
             alert_stats = dataclasses.asdict(self.alerts.stats)
             alert_stats["open_windows"] = self.alerts.open_windows
             outputs = {"events": self._events_out, "alerts": self._alerts_out}
+            evidence = None
+            if self.evidence is not None:
+                evidence = dataclasses.asdict(self.evidence.stats)
+                evidence["pending"] = self.evidence.pending
         return {
             "format": STATUS_FORMAT,
             "pid": os.getpid(),
@@ -843,6 +932,7 @@ class Sensor:
             "recent": recent,
             "alerts": alert_stats,
             "documents": outputs,
+            **({} if evidence is None else {"evidence": evidence}),
             "reload": {
                 "reloads": self.lists.reloads,
                 "failures": self.lists.failures,
