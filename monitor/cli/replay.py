@@ -12,6 +12,7 @@ import sys
 import time
 from typing import IO, Any
 
+from monitor.alerts.evidence import EvidenceRecorder
 from monitor.attribution.inventory import InventoryError, load_inventory
 from monitor.attribution.leasefiles import LeaseFileError, LeaseWarning
 from monitor.attribution.store import IdentityStore, StoreError
@@ -19,6 +20,8 @@ from monitor.blocklist.loader import BlocklistError, load_blocklists, shipped_bl
 from monitor.capture.files import expand_capture_paths
 from monitor.capture.prefilter import PortConfig
 from monitor.cli.summary import print_summary
+from monitor.decode.packet import Packet
+from monitor.events.community_id import community_id
 from monitor.events.ecs import dumps, to_ecs
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import EngineConfig
@@ -26,6 +29,9 @@ from monitor.pipeline.identity import IdentityTap, read_lease_file
 from monitor.pipeline.replay import prefilter_for, replay_files
 
 LEASE_FORMATS = ("isc", "kea", "dnsmasq")
+#: Packet time an event is held so that its evidence has the DNS answer and the rest of the
+#: handshake too (the daemon holds its alerts as long).
+EVIDENCE_SETTLE_S = 2.0
 
 
 def port_list(text: str) -> frozenset[int]:
@@ -183,6 +189,13 @@ def add_parser(sub: Any) -> None:
         help="read every packet in Python instead of filtering with tcpdump/libpcap",
     )
     p.add_argument("--quiet", "-q", action="store_true", help="no summary table on stderr")
+    p.add_argument(
+        "--evidence-dir",
+        metavar="DIR",
+        help="write the packets behind each event (its flow's DNS exchange, TCP handshake and "
+        "ClientHello, QUIC Initials) to DIR/<event-id>.pcapng and name the file and its "
+        "SHA-256 in the event's 'evidence' field (default: no evidence)",
+    )
     add_engine_options(p)
     add_attribution_options(p)
     p.set_defaults(func=run)
@@ -216,16 +229,53 @@ def run(args: argparse.Namespace) -> int:
                 "(install tcpdump for the BPF prefilter)",
                 file=sys.stderr,
             )
+    recorder: EvidenceRecorder | None = None
+    if args.evidence_dir:
+        try:
+            # Not rate-limited like the daemon: the operator asked for this review's files.
+            recorder = EvidenceRecorder(args.evidence_dir, max_files_per_minute=1 << 30)
+        except OSError as exc:
+            if identity is not None:
+                identity.store.close()
+            print(f"egress-monitor: evidence directory {args.evidence_dir}: {exc}", file=sys.stderr)
+            return 2
     out: IO[str]
     out = sys.stdout if args.events == "-" else open(args.events, "w", encoding="utf-8")  # noqa: SIM115
     write = out.write
 
     def emit(d: Detection) -> None:
-        write(dumps(to_ecs(d)) + "\n")
+        if recorder is None:
+            write(dumps(to_ecs(d)) + "\n")
+            return
+        for doc in recorder.defer(to_ecs(d), settle_seconds=EVIDENCE_SETTLE_S):
+            write(dumps(doc) + "\n")
+
+    def remember(pkt: Packet, linktype: int, frame: bytes) -> None:
+        assert recorder is not None
+        key = community_id(pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+        recorder.remember(pkt.ts, linktype, frame, key)
+
+    def release() -> None:
+        assert recorder is not None
+        if recorder.pending:
+            for doc in recorder.due():
+                write(dumps(doc) + "\n")
 
     started = time.perf_counter()
     try:
-        engine, rstats = replay_files(paths, matcher, emit, config, prefilter, identity=identity)
+        engine, rstats = replay_files(
+            paths,
+            matcher,
+            emit,
+            config,
+            prefilter,
+            identity=identity,
+            on_packet=None if recorder is None else remember,
+            after_frame=None if recorder is None else release,
+        )
+        if recorder is not None:
+            for doc in recorder.drain():
+                write(dumps(doc) + "\n")
     finally:
         if identity is not None:
             identity.store.close()
@@ -236,4 +286,12 @@ def run(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - started
     if not args.quiet:
         print_summary(engine, rstats, matcher, elapsed, prefilter is not None)
+        if recorder is not None:
+            st = recorder.stats
+            print(
+                f"evidence: {st.files_written} file(s), {st.bytes_written} bytes in "
+                f"{args.evidence_dir}; {st.no_packets} event(s) without packets, "
+                f"{st.too_large + st.write_errors} not written",
+                file=sys.stderr,
+            )
     return 0
