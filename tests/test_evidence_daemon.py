@@ -10,6 +10,8 @@ import copy
 import hashlib
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -180,3 +182,43 @@ def test_without_evidence_the_documents_are_the_same_less_the_evidence_fields(
 
     assert [d for d in plain if "alert" not in d] == [d for d in stripped if "alert" not in d]
     assert sorted(plain, key=key) == sorted(stripped, key=key)
+
+
+def test_held_alert_goes_out_once_traffic_is_quiet_without_waiting_for_shutdown(
+    tmp_path: Path,
+) -> None:
+    """Packet time stops when the traffic does; the held alert must not wait for more."""
+    frames = recorded_frames()
+    capture = RecordedCapture(frames, batch=3)
+    s = Sensor(
+        config(tmp_path, evidence=EvidenceConfig(dir=str(tmp_path / "evidence"))),
+        open_capture=lambda cfg: capture,
+        status_path=False,
+        clock=lambda: frames[-1][0] / 1e9 + 5,
+    )
+    failed: list[BaseException] = []
+
+    def main() -> None:
+        try:
+            s.start()
+            s.run()
+        except BaseException as exc:
+            failed.append(exc)
+            capture.done.set()
+
+    thread = threading.Thread(target=main)
+    thread.start()
+    try:
+        assert capture.done.wait(20)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not s.status()["documents"]["alerts"]:
+            time.sleep(0.1)
+        status = s.status()
+        assert status["documents"]["alerts"] == 1  # the opening, before any stop
+        assert status["evidence"]["files_written"] == 1
+        assert status["evidence"]["pending"] == 0
+    finally:
+        s.request_stop()
+        thread.join(20)
+        s.close()
+    assert not failed
