@@ -469,7 +469,7 @@ def cname_chain(msg: DnsMessage) -> tuple[str, ...]:
     return tuple(chain)
 
 
-class DnsTcpFramer:
+class DnsTcpFramer(LengthPrefixedFramer):
     """Splits a DNS-over-TCP byte stream (RFC 1035 4.2.2, RFC 7766) into messages.
 
     Each message is preceded by a 2-byte big-endian length. Segments may carry several messages
@@ -483,28 +483,19 @@ class DnsTcpFramer:
     that would not fit raises as well. The default fits any legal message (65535 + 2).
     """
 
-    __slots__ = ("_framer", "_max_buffer")
+    __slots__ = ("_max_buffer",)
 
     def __init__(self, max_buffer: int = 65537 + 2) -> None:
         if max_buffer < 2 + HEADER_LEN:
             raise ValueError("max_buffer must hold at least a length prefix and a DNS header")
         self._max_buffer = max_buffer
-        self._framer = LengthPrefixedFramer(
-            2, self._check, DnsFramingError, "framer already failed on a bad length prefix"
+        super().__init__(
+            2, self._length_problem, DnsFramingError, "framer already failed on a bad length prefix"
         )
 
-    def _check(self, length: int) -> str | None:
+    def _length_problem(self, length: int) -> str | None:
         if length < HEADER_LEN:
             return "length prefix too small for a DNS message"
         if length + 2 > self._max_buffer:
             return "length prefix larger than the framer's buffer"
         return None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held for a message that is not complete yet."""
-        return self._framer.buffered
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Add stream bytes; return every message they complete, in order."""
-        return self._framer.feed(data)

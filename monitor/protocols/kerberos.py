@@ -457,7 +457,7 @@ def parse_kerberos(message: bytes | bytearray | memoryview) -> KerberosMessage:
     return KerberosMessage(msg_type=msg_type)
 
 
-class KerberosTcpFramer:
+class KerberosTcpFramer(LengthPrefixedFramer):
     """Splits a Kerberos-over-TCP byte stream (RFC 4120 7.2.2) into records.
 
     Every record is preceded by a 4-byte big-endian length whose high bit is reserved (RFC 5021
@@ -471,17 +471,20 @@ class KerberosTcpFramer:
     fits any message over UDP and the tickets with large PACs Windows realms issue.
     """
 
-    __slots__ = ("_framer", "_max_record")
+    __slots__ = ("_max_record",)
 
     def __init__(self, max_record: int = 65536) -> None:
         if max_record < 1:
             raise ValueError("max_record must be positive")
         self._max_record = max_record
-        self._framer = LengthPrefixedFramer(
-            4, self._check, KerberosFramingError, "framer already failed on a bad record marker"
+        super().__init__(
+            4,
+            self._length_problem,
+            KerberosFramingError,
+            "framer already failed on a bad record marker",
         )
 
-    def _check(self, length: int) -> str | None:
+    def _length_problem(self, length: int) -> str | None:
         if length & 0x80000000:
             return "record marker has the reserved high bit set"
         if length == 0:
@@ -489,12 +492,3 @@ class KerberosTcpFramer:
         if length > self._max_record:
             return f"record of {length} bytes exceeds max_record {self._max_record}"
         return None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes held for a record that is not complete yet."""
-        return self._framer.buffered
-
-    def feed(self, data: bytes | bytearray | memoryview) -> list[bytes]:
-        """Add stream bytes; return every record they complete, in order, without markers."""
-        return self._framer.feed(data)
