@@ -267,14 +267,6 @@ def merge_values(kind: str, old: Binding, new: Binding) -> tuple[str, str | None
 # --------------------------------------------------------------------------- timeline edits
 
 
-def _min_end(a: int | None, b: int | None) -> int | None:
-    if a is None:
-        return b
-    if b is None:
-        return a
-    return min(a, b)
-
-
 def _max_end(a: int | None, b: int | None) -> int | None:
     if a is None or b is None:
         return None
