@@ -24,6 +24,7 @@ PORTS = PortConfig(
     quic=frozenset({443, 853}),
 )
 HELLO = b"\x16\x03\x01\x02\x00\x01" + b"\0" * 40
+SERVER_HELLO = b"\x16\x03\x03\x00\x7a\x02" + b"\0" * 40
 APPDATA = b"\x17\x03\x03\x00\x20" + b"\0" * 32
 CCS = b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x20" + b"\0" * 32
 
@@ -50,6 +51,13 @@ CASES = {
     "syn-ack": (v4(TCP(sport=443, dport=40000, flags="SA")), False),
     "syn on any port": (v4(TCP(sport=40000, dport=22, flags="S")), True),
     "hello on unlisted port": (v4(TCP(sport=40000, dport=4443, flags="PA") / HELLO), True),
+    "v6 hello on unlisted port": (v6(TCP(sport=40000, dport=4443, flags="PA") / HELLO), True),
+    "server hello": (v4(TCP(sport=443, dport=40000, flags="PA") / SERVER_HELLO), False),
+    "v6 server hello": (v6(TCP(sport=443, dport=40000, flags="PA") / SERVER_HELLO), False),
+    "server hello on unlisted port": (
+        v4(TCP(sport=4443, dport=40000, flags="PA") / SERVER_HELLO),
+        False,
+    ),
     "ssh payload": (v4(TCP(sport=40000, dport=22, flags="PA") / b"SSH-2.0-x\r\n"), False),
     "http request": (v4(TCP(sport=40000, dport=80, flags="PA") / b"GET / HTTP/1.1\r\n\r\n"), True),
     "quic long header": (v4(UDP(sport=40000, dport=443) / (b"\xc0\0\0\0\x01" + b"\0" * 40)), True),
