@@ -56,8 +56,12 @@ class _Buffer:
         if avail >= n:
             return True
         parts = [self.buf[self.pos :]]
+        # read1: what the stream has now (one system call), not a full CHUNK. On tcpdump's
+        # pipe a full-size read() would wait while tcpdump filters the next megabyte, and that
+        # wait, not the filtering, made the two processes take turns instead of overlapping.
+        read = getattr(self.stream, "read1", self.stream.read)
         while avail < n and not self.eof:
-            chunk = self.stream.read(max(CHUNK, n - avail))
+            chunk = read(max(CHUNK, n - avail))
             if not chunk:
                 self.eof = True
                 break
