@@ -70,9 +70,11 @@ def identity_for(capture: Path) -> IdentityTap:
     return tap
 
 
-def sensor_events(capture: Path, prefilter: bool = True) -> tuple[list[dict], dict[str, int]]:
+def sensor_events(
+    capture: Path, prefilter: bool = True, workers: int | None = None
+) -> tuple[list[dict], dict[str, int]]:
     """Events and counters of one capture, replayed alone with the shipped blocklist and the
-    capture's sensor_config."""
+    capture's sensor_config (``workers`` as replay_files takes it)."""
     matcher = load_blocklists([shipped_blocklist_dir()])
     docs: list[dict] = []
 
@@ -89,6 +91,7 @@ def sensor_events(capture: Path, prefilter: bool = True) -> tuple[list[dict], di
             config,
             prefilter_for(config) if prefilter else None,
             identity=identity,
+            workers=workers,
         )
     finally:
         identity.store.close()

@@ -11,7 +11,7 @@ import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrHopByHop
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
-from scapy.utils import wrpcap
+from scapy.utils import rdpcap, wrpcap
 
 from monitor.capture.prefilter import PortConfig, build_filter
 
@@ -26,6 +26,7 @@ PORTS = PortConfig(
 HELLO = b"\x16\x03\x01\x02\x00\x01" + b"\0" * 40
 SERVER_HELLO = b"\x16\x03\x03\x00\x7a\x02" + b"\0" * 40
 APPDATA = b"\x17\x03\x03\x00\x20" + b"\0" * 32
+MAC = "02:00:00:00:00:01"  # given, so scapy does not ARP for the destination
 CCS = b"\x14\x03\x03\x00\x01\x01\x17\x03\x03\x00\x20" + b"\0" * 32
 
 
@@ -41,6 +42,10 @@ CASES = {
     # name: (layer-3 packet, should pass)
     "dns query": (v4(UDP(sport=40000, dport=53) / (b"\0" * 20)), True),
     "dns response": (v4(UDP(sport=53, dport=40000) / (b"\0" * 20)), True),
+    "dns over tcp that looks like a hello": (
+        v4(TCP(sport=40000, dport=53, flags="PA") / HELLO),
+        True,
+    ),
     "client tls payload": (v4(TCP(sport=40000, dport=443, flags="PA") / HELLO), True),
     "client appdata on 443": (v4(TCP(sport=40000, dport=443, flags="PA") / APPDATA), False),
     "client ccs on 443": (v4(TCP(sport=40000, dport=443, flags="PA") / CCS), False),
@@ -138,11 +143,11 @@ def test_filter_passes_what_parsers_need_and_nothing_else(
 ) -> None:
     packet, expected = CASES[name]
     if tagging == "untagged":
-        frame = Ether() / packet
+        frame = Ether(src=MAC, dst=MAC) / packet
     elif tagging == "802.1Q":
-        frame = Ether() / Dot1Q(vlan=110) / packet
+        frame = Ether(src=MAC, dst=MAC) / Dot1Q(vlan=110) / packet
     else:
-        frame = Ether() / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
+        frame = Ether(src=MAC, dst=MAC) / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
     assert passed(tmp_path, [frame], build_filter(PORTS)) == int(expected)
 
 
@@ -163,3 +168,38 @@ def test_empty_port_lists_switch_their_clauses_off(tmp_path: Path) -> None:
     hello = Ether() / v4(TCP(sport=40000, dport=4443, flags="PA") / HELLO)
     assert passed(tmp_path, [dns], build_filter(empty)) == 0
     assert passed(tmp_path, [hello], build_filter(empty)) == 1
+
+
+def passing_frames(tmp_path: Path, frames: list, expression: str) -> set[bytes]:  # type: ignore[type-arg]
+    """The frames (as bytes) that pass ``expression``, all filtered in one tcpdump run."""
+    src, out = tmp_path / "batch.pcap", tmp_path / "batch-out.pcap"
+    wrpcap(str(src), frames)
+    subprocess.run(
+        ["tcpdump", "-r", str(src), "-w", str(out), expression], check=True, capture_output=True
+    )
+    return {bytes(p) for p in rdpcap(str(out))}
+
+
+@pytest.mark.parametrize("tagging", ["untagged", "802.1Q", "QinQ"])
+def test_dns_and_rest_halves_are_disjoint_and_make_the_whole(tmp_path: Path, tagging: str) -> None:
+    """The two-process replay's halves: each packet the whole filter passes goes to exactly
+    one of them (plain DNS to the worker; fragments and extension headers to the rest)."""
+    frames = {}
+    for name, (packet, _) in CASES.items():
+        if tagging == "untagged":
+            frame = Ether(src=MAC, dst=MAC) / packet
+        elif tagging == "802.1Q":
+            frame = Ether(src=MAC, dst=MAC) / Dot1Q(vlan=110) / packet
+        else:
+            frame = Ether(src=MAC, dst=MAC) / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
+        frames[name] = bytes(frame)
+    assert len(set(frames.values())) == len(frames)
+    batch = [Ether(raw) for raw in frames.values()]
+    whole = passing_frames(tmp_path, batch, build_filter(PORTS))
+    dns = passing_frames(tmp_path, batch, build_filter(PORTS, part="dns"))
+    rest = passing_frames(tmp_path, batch, build_filter(PORTS, part="rest"))
+    assert whole == {frames[n] for n, (_, ok) in CASES.items() if ok}
+    assert not dns & rest
+    assert dns | rest == whole
+    plain_dns = {"dns query", "dns response", "v6 dns", "dns over tcp that looks like a hello"}
+    assert dns == {frames[n] for n in plain_dns}

@@ -38,6 +38,18 @@ def test_replay_gives_exactly_the_expected_events(capture: Path) -> None:
     assert json.loads(update_expected.render(docs)) == expected
 
 
+@pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
+def test_two_process_replay_gives_the_same_events_and_counters(capture: Path) -> None:
+    """Plain DNS in a forked worker (monitor.pipeline.parallel, the default for large files)
+    changes nothing: same events in the same order, attribution and ip-resolved included,
+    and the same counters as one process."""
+    expected = json.loads(update_expected.expected_path(capture).read_text())
+    _, one = update_expected.sensor_events(capture, workers=1)
+    docs, two = update_expected.sensor_events(capture, workers=2)
+    assert json.loads(update_expected.render(docs)) == expected
+    assert two == one
+
+
 def detection_key(action: str, evidence: str | None, name: str) -> tuple[str, str | None, str]:
     """Vendor access is compared by evidence kind; blind-spot signals by action and name."""
     return (action, evidence if action == "vendor-access" else None, name)

@@ -73,10 +73,10 @@ def replay_frames(
                         yielded += 1
                         yield frame
                 stats.prefiltered_files += 1
-                _account(stats, rstats, path)
+                account_reader(stats, rstats, path)
                 continue
             except (PrefilterUnavailable, CaptureFormatError) as exc:
-                _account(stats, rstats, path)
+                account_reader(stats, rstats, path)
                 if yielded:
                     # Part of the file went through already (usually the tail is truncated);
                     # re-reading it would report those packets twice, so say what was lost.
@@ -94,10 +94,11 @@ def replay_frames(
                 yield from read_frames(f, rstats)
             except CaptureFormatError as exc:
                 stats.warnings.append(f"{path}: {exc}")
-        _account(stats, rstats, path)
+        account_reader(stats, rstats, path)
 
 
-def _account(stats: ReplayStats, rstats: ReaderStats, path: Path) -> None:
+def account_reader(stats: ReplayStats, rstats: ReaderStats, path: Path) -> None:
+    """Add one file's reader counts to the replay's, with a warning for a cut-off file."""
     stats.frames += rstats.records
     stats.bytes += rstats.bytes
     if rstats.truncated_tail:

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from monitor.decode.packet import GENEVE_PORT, VXLAN_PORT
 
@@ -46,13 +46,25 @@ def _any_port(ports: Iterable[int]) -> str:
     return "(" + " or ".join(f"port {p}" for p in items) + ")" if items else _NEVER
 
 
-def build_filter(ports: PortConfig, vlan: bool = True) -> str:
+#: Which share of the traffic a filter selects: everything the parsers use, or one of the two
+#: disjoint halves a two-process replay splits it into (see monitor.pipeline.parallel).
+FilterPart = Literal["all", "dns", "rest"]
+
+
+def build_filter(ports: PortConfig, vlan: bool = True, part: FilterPart = "all") -> str:
     """A libpcap expression for DNS, client payload on TLS/HTTP ports, TLS on any port, tunnels.
 
     ``vlan`` adds the tagged variants; libpcap refuses ``vlan`` on link types other than
     Ethernet (Linux cooked, raw IP, loopback), whose frames carry no tag in the packet anyway.
+    ``part="dns"`` keeps only plain (not tunnelled, not fragmented) packets on the DNS ports,
+    ``part="rest"`` everything else of ``"all"``: the two are disjoint and together are
+    ``"all"``, so two processes can share a file without a packet being seen twice or lost.
     """
     dns_any = _any_port(ports.dns)
+    # DNS the parser can read as it stands; IPv4 fragments go with the rest (the "opaque"
+    # clause below) to be counted there, and so does IPv6 with extension headers, which
+    # libpcap's port test does not walk.
+    dns_plain = f"({dns_any} and not (ip and ip[6:2] & 0x3fff != 0))"
     client_ports = sorted(ports.tls | ports.http)
     tcp_dst = _ports("tcp", "dst", client_ports)
     # IPv4: client segments with payload (IP total length - IP header - TCP header > 0).
@@ -134,8 +146,13 @@ def build_filter(ports: PortConfig, vlan: bool = True) -> str:
         " or (ip6 and ip6[6] = 6 and tcp dst port 445 and ip6[44 + ((ip6[52]&0xf0)>>2)] = 0xfe"
         " and ip6[56 + ((ip6[52]&0xf0)>>2):2] = 0x0100)"
     )
-    clauses = (dns_any, v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque, identity)
-    core = "(" + " or ".join(clauses) + ")"
+    clauses = (v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque, identity)
+    if part == "all":
+        core = "(" + " or ".join((dns_any, *clauses)) + ")"
+    elif part == "dns":
+        core = dns_plain
+    else:
+        core = "((" + " or ".join(clauses) + f") and not {dns_plain})"
     if not vlan:
         return core
     return f"{core} or (vlan and ({core} or (vlan and {core})))"
@@ -147,6 +164,23 @@ class PrefilterUnavailable(RuntimeError):
 
 def tcpdump_path() -> str | None:
     return shutil.which("tcpdump")
+
+
+def widen_pipe(fd: int) -> None:
+    """Let a pipe hold as much as the system allows (1 MiB by default, not 64 KiB).
+
+    tcpdump passes a few percent of a file's bytes: 64 KiB of its output stands for about 2 MB
+    of capture, a few milliseconds of work, so with the default size it soon waits for the
+    reader and the two barely overlap. Best effort: not Linux, or a lower limit, is no error.
+    """
+    try:
+        import fcntl
+
+        with open("/proc/sys/fs/pipe-max-size") as f:
+            size = int(f.read())
+        fcntl.fcntl(fd, getattr(fcntl, "F_SETPIPE_SZ", 1031), size)
+    except (ImportError, OSError, ValueError):
+        pass
 
 
 @contextmanager
@@ -165,6 +199,7 @@ def filtered_stream(path: Path, expression: str) -> Iterator[BinaryIO]:
         bufsize=1 << 20,
     )
     assert proc.stdout is not None and proc.stderr is not None
+    widen_pipe(proc.stdout.fileno())
     failure: BaseException | None = None
     try:
         yield proc.stdout

@@ -198,6 +198,15 @@ def add_parser(sub: Any) -> None:
         "ClientHello, QUIC Initials) to DIR/<event-id>.pcapng and name the file and its "
         "SHA-256 in the event's 'evidence' field (default: no evidence)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        choices=(1, 2),
+        default=None,
+        help="1: one process; 2: plain DNS in a second process, with its own tcpdump (same "
+        "events, about 1.5x faster on two cores). Default: 2 for captures over 32 MiB when "
+        "there are two cores and the prefilter is in use, else 1",
+    )
     add_engine_options(p)
     add_attribution_options(p)
     p.set_defaults(func=run)
@@ -278,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             identity=identity,
             on_packet=None if recorder is None else remember,
             after_frame=None if recorder is None else release,
+            workers=args.workers,
         )
         if recorder is not None:
             for doc in recorder.drain():

@@ -277,6 +277,8 @@ class Engine:
         self._vendor_cidrs = _has_vendor_cidrs(matcher)
         self.last_packet_ts = 0
         self._next_sweep = 0
+        # Counters of a helper process that parsed part of the same capture (absorb()).
+        self._absorbed: dict[str, int] = {}
 
     # -- entry point --------------------------------------------------------------------------
 
@@ -381,7 +383,23 @@ class Engine:
             out.update(self.identity.counters())
         for name, n in dec.tunnels.items():
             out[f"tunnel_{name}_packets"] = n
+        for name, n in self._absorbed.items():
+            out[name] = out.get(name, 0) + n
         return out
+
+    def absorb(self, counters: dict[str, int], stats: EngineStats) -> None:
+        """Count in what another engine saw of the same capture (the DNS worker of a
+        two-process replay, monitor.pipeline.parallel), so summaries and tests see one total."""
+        for name, n in counters.items():
+            self._absorbed[name] = self._absorbed.get(name, 0) + n
+        mine = self.stats
+        for theirs, ours in (
+            (stats.by_protocol, mine.by_protocol),
+            (stats.by_evidence, mine.by_evidence),
+            (stats.by_vendor_protocol, mine.by_vendor_protocol),
+        ):
+            for key, n in theirs.items():
+                ours[key] = ours.get(key, 0) + n  # type: ignore[index]
 
     def swap_matcher(self, matcher: Matcher) -> None:
         """Atomically use a new blocklist; flow state is kept, nothing in flight is lost."""

@@ -12,6 +12,7 @@ from monitor.decode.packet import Packet
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import Engine, EngineConfig
 from monitor.pipeline.identity import IdentityTap
+from monitor.pipeline.parallel import replay_split, split_possible
 
 
 def prefilter_for(config: EngineConfig) -> PortConfig | None:
@@ -31,15 +32,32 @@ def replay_files(
     identity: IdentityTap | None = None,
     on_packet: Callable[[Packet, int, bytes], None] | None = None,
     after_frame: Callable[[], None] | None = None,
+    workers: int | None = None,
 ) -> tuple[Engine, ReplayStats]:
     """Replay ``paths`` in order; with ``identity`` the detections are attributed (the
     caller owns the store and closes it, which commits what the replay observed).
     ``on_packet`` is the engine's candidate-packet hook (evidence); ``after_frame`` runs
-    after each frame (to release documents held for evidence as packet time advances)."""
+    after each frame (to release documents held for evidence as packet time advances).
+
+    ``workers``: 1 runs in this process only; 2 puts plain DNS in a forked worker
+    (monitor.pipeline.parallel) when the prefilter is in use and no hook needs every
+    packet in one place (``on_packet``, ``after_frame``); None (the default) does the same as 2
+    for captures large enough to gain from it. Events and counters are the same either way.
+    """
     engine = Engine(matcher, emit, config, identity=identity, on_packet=on_packet)
     stats = ReplayStats()
+    paths = list(paths)
+    if (
+        workers != 1
+        and prefilter is not None
+        and on_packet is None
+        and after_frame is None
+        and split_possible(paths, engine.config, force=workers == 2)
+    ):
+        replay_split(paths, engine, prefilter, stats)
+        return engine, stats
     process = engine.process
-    frames = replay_frames(list(paths), prefilter, stats)
+    frames = replay_frames(paths, prefilter, stats)
     if after_frame is None:
         for ts, linktype, data, _wirelen in frames:
             process(ts, linktype, data)

@@ -1,0 +1,418 @@
+"""Replay on two cores: plain DNS in a forked worker, everything else in this process.
+
+Why this split: DNS is most of what passes the prefilter (about 60% of the packets on the
+benchmark workload) and depends on nothing else, while the rest needs only one thing from DNS:
+the vendor addresses answers resolve to (ip-resolved, monitor.pipeline.resolved). So the
+worker reads the file through its own tcpdump with the ``dns`` half of the BPF filter, this
+process reads the ``rest`` half (the halves are disjoint and add up to the whole filter), and
+the worker sends back, in packet order, its detections, the addresses it learned and how far
+it has got. This process applies each of those before its own first packet that is later in
+the capture, and waits for the worker when it is ahead of it: the events, the ip-resolved
+matches and the counters are those of a single process. (One difference: a DNS event and
+another event with the same timestamp to the nanosecond come out DNS first, whatever their
+order in the file.)
+
+Attribution stays here too: the identity traffic (DHCP, Kerberos, NTLM) is in the ``rest``
+half, and the worker's detections are attributed when they are applied, at their place in the
+capture. Not with the evidence recorder, which needs every candidate packet of both halves in
+one place. Only for files large enough for the fork to pay: small files, and so the sample
+pcaps, run in one process unless asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import signal
+import traceback
+from collections import deque
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from monitor.blocklist.model import Match
+from monitor.capture.files import ReplayStats, account_reader
+from monitor.capture.pcapfile import CaptureFormatError, ReaderStats, peek_link_type, read_frames
+from monitor.capture.prefilter import (
+    PortConfig,
+    PrefilterUnavailable,
+    build_filter,
+    filtered_stream,
+    widen_pipe,
+)
+from monitor.decode.packet import LINKTYPE_ETHERNET, Packet
+from monitor.pipeline.detection import Detection
+from monitor.pipeline.engine import Engine, EngineConfig
+from monitor.pipeline.resolved import ResolvedAddresses
+
+#: Below this many bytes of capture a second process costs more than it saves (the fork, a
+#: second tcpdump); the sample pcaps and every test that compares events stay in one process.
+SPLIT_MIN_BYTES = 32 << 20
+#: The worker reports its progress every this many packets (and at the end of each file).
+MARK_EVERY = 256
+_INF = 1 << 80
+
+
+def split_possible(paths: Sequence[Path], config: EngineConfig, *, force: bool = False) -> bool:
+    """Whether two processes would help: a second core, fork, DNS ports, enough bytes."""
+    if not hasattr(os, "fork") or not config.dns_ports:
+        return False
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    if cores < 2:
+        return False
+    if force:
+        return True
+    total = 0
+    for p in paths:
+        with contextlib.suppress(OSError):
+            total += p.stat().st_size
+    return total >= SPLIT_MIN_BYTES
+
+
+class _ForwardedAddresses(ResolvedAddresses):
+    """The worker's resolved-address table: it keeps nothing and forwards each learned address
+    to the main process, whose table (and whose counters) are then those of one process."""
+
+    __slots__ = ("send",)
+
+    def __init__(self, send: Callable[[tuple[Any, ...]], None]) -> None:
+        super().__init__()
+        self.send = send
+
+    def learn(self, ts: int, address: str, ttl: int, match: Match, recipient: bytes) -> None:
+        self.send(("learn", ts, address, ttl, match, recipient))
+
+
+class _WorkerEngine(Engine):
+    """The worker's engine: it parses DNS as usual but decides nothing that needs the other
+    half. A DNS transaction seen in both halves (the query with IPv6 extension headers, so
+    in the rest half, the answer plain) must still give one event, so whether a transaction
+    is new is asked of the main process's table, and the detection is made there, counted
+    and attributed by its engine. Learned addresses go the same way."""
+
+    def __init__(self, matcher: Any, config: EngineConfig, send: Callable[..., None]) -> None:
+        super().__init__(matcher, _unused_emit, config)
+        self.resolved = _ForwardedAddresses(send)
+        self._send = send
+        self._transaction: tuple[Any, ...] | None = None
+
+    def _seen_transaction(self, key: tuple[Any, ...], ts: int) -> bool:
+        self._transaction = key  # decided by the main process, with the detection
+        return False
+
+    def _emit(
+        self,
+        pkt: Packet,
+        evidence: str,
+        protocol: str,
+        transport: str,
+        match: Match,
+        details: dict[str, Any],
+        action: str = "vendor-access",
+        reply: bool = False,
+    ) -> None:
+        key, self._transaction = self._transaction, None
+        header = (pkt.version, pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+        extra = (pkt.vlan, pkt.tunnel, pkt.smac)
+        self._send(
+            (
+                "det",
+                pkt.ts,
+                header,
+                extra,
+                key,
+                evidence,
+                protocol,
+                transport,
+                match,
+                details,
+                action,
+                reply,
+            )
+        )
+
+
+def _unused_emit(d: Detection) -> None:  # pragma: no cover -- _WorkerEngine._emit replaces it
+    raise AssertionError("the DNS worker forwards detections, it never emits them")
+
+
+class _Channel:
+    """The worker's side of the pipe: pickled messages, each tagged with the file in hand."""
+
+    __slots__ = ("dump", "file_index", "out")
+
+    def __init__(self, write_fd: int) -> None:
+        self.out: BinaryIO = os.fdopen(write_fd, "wb", buffering=1 << 16)
+        self.dump = pickle.Pickler(self.out, protocol=pickle.HIGHEST_PROTOCOL).dump
+        self.file_index = 0
+
+    def send(self, message: tuple[Any, ...]) -> None:
+        self.dump((self.file_index, *message))
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def _worker(
+    write_fd: int,
+    paths: Sequence[Path],
+    matcher: Any,
+    config: EngineConfig,
+    ports: PortConfig,
+) -> None:
+    """The forked DNS worker; never returns (os._exit), never touches the parent's files."""
+    status = 0
+    channel = _Channel(write_fd)
+    send = channel.send
+    try:
+        engine = _WorkerEngine(matcher, config, send)
+        process = engine.process
+        stats = ReplayStats()
+        for index, path in enumerate(paths):
+            channel.file_index = index
+            rstats = ReaderStats()
+            yielded = 0
+            last = 0
+            vlan = peek_link_type(str(path)) in (None, LINKTYPE_ETHERNET)
+            try:
+                with filtered_stream(path, build_filter(ports, vlan, part="dns")) as stream:
+                    for ts, linktype, data, _wirelen in read_frames(stream, rstats):
+                        process(ts, linktype, data)
+                        yielded += 1
+                        if ts > last:
+                            last = ts
+                        if not yielded % MARK_EVERY:
+                            send(("mark", last))
+                            channel.flush()
+                stats.prefiltered_files += 1
+            except (PrefilterUnavailable, CaptureFormatError) as exc:
+                if yielded:
+                    stats.warnings.append(f"{path}: {exc}; packets after that point were not read")
+                else:
+                    send(("whole",))  # the main process reads this file whole, DNS included
+            account_reader(stats, rstats, path)
+            send(("done",))
+            channel.flush()
+        channel.file_index = len(paths)
+        send(("end", engine.counters(), engine.stats, stats))
+    except BaseException:  # reported to the main process, which raises WorkerFailed with it
+        status = 1
+        with contextlib.suppress(Exception):  # the pipe is gone: the exit status says enough
+            send(("error", traceback.format_exc()))
+    finally:
+        try:
+            channel.flush()
+        except Exception:
+            status = 1
+        os._exit(status)
+
+
+class WorkerFailed(RuntimeError):
+    """The DNS worker died or raised; its traceback is in the message."""
+
+
+def replay_split(
+    paths: Sequence[Path],
+    engine: Engine,
+    ports: PortConfig,
+    stats: ReplayStats,
+) -> None:
+    """Replay ``paths`` through ``engine`` with plain DNS in a forked worker (module docstring).
+
+    ``engine`` ends up with every detection emitted through its callback, in capture order,
+    and with the worker's counters absorbed into its own.
+    """
+    paths = list(paths)
+    read_fd, write_fd = os.pipe()
+    widen_pipe(write_fd)  # the worker may run ahead by this much without blocking
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover -- the worker ends in os._exit; its work is checked here
+        os.close(read_fd)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        _worker(write_fd, paths, engine.matcher, engine.config, ports)
+    os.close(write_fd)
+    reaped = False
+    try:
+        with os.fdopen(read_fd, "rb", buffering=1 << 16) as pipe:
+            _Merger(pipe, engine, ports, stats).run(paths)
+        _, status = os.waitpid(pid, 0)
+        reaped = True
+        if status != 0:
+            raise WorkerFailed(f"DNS worker exited with status {status}")
+    finally:
+        if not reaped:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+
+
+class _Merger:
+    """This process's side: its own packets, interleaved with the worker's messages."""
+
+    def __init__(self, pipe: BinaryIO, engine: Engine, ports: PortConfig, stats: ReplayStats):
+        self.unpickler = pickle.Unpickler(pipe)
+        self.engine = engine
+        self.ports = ports
+        self.stats = stats
+        # Worker detections and learned addresses not applied yet: (file, kind, ts, ...).
+        self.pending: deque[tuple[Any, ...]] = deque()
+        self.marks: dict[int, int] = {}  # file -> the worker's progress (packet time)
+        self.whole: set[int] = set()  # files the worker could not filter: read here, whole
+        self.end: tuple[Any, ...] | None = None
+
+    def _receive(self) -> None:
+        """Read one message from the worker (blocking); keep it in order."""
+        try:
+            message = self.unpickler.load()
+        except EOFError:
+            raise WorkerFailed("DNS worker stopped without finishing") from None
+        file_index, kind = message[0], message[1]
+        if kind == "mark":
+            self.marks[file_index] = message[2]
+        elif kind == "done":
+            self.marks[file_index] = _INF
+        elif kind == "whole":
+            self.whole.add(file_index)
+        elif kind == "end":
+            self.end = message
+            self.marks[file_index] = _INF
+        elif kind == "error":
+            raise WorkerFailed(f"DNS worker failed:\n{message[2]}")
+        else:  # "det" or "learn": (file, kind, ts, ...)
+            self.pending.append(message)
+
+    def _wait(self, file_index: int, ts: int) -> int:
+        """Block until the worker is past ``ts`` in this file; return its progress there."""
+        marks = self.marks
+        while marks.get(file_index, -1) < ts:
+            self._receive()
+        return marks[file_index]
+
+    def _apply(self, file_index: int, ts: int) -> int:
+        """Apply the worker's messages up to ``ts`` of this file; return the next one's time."""
+        pending = self.pending
+        engine = self.engine
+        while pending:
+            message = pending[0]
+            if message[0] > file_index:
+                return _INF
+            if message[0] == file_index and message[2] > ts:
+                return message[2]
+            pending.popleft()
+            if message[1] == "det":
+                self._detection(message)
+            else:
+                _, _, when, address, ttl, match, recipient = message
+                engine.resolved.sweep(when)
+                engine.resolved.learn(when, address, ttl, match, recipient)
+        return _INF
+
+    def _detection(self, message: tuple[Any, ...]) -> None:
+        """A worker's DNS detection, made here at its place in the capture: deduplicated
+        against this process's transactions, counted, and attributed with the identity
+        traffic read so far (which is exactly what precedes it)."""
+        (
+            _,
+            _,
+            ts,
+            header,
+            extra,
+            key,
+            evidence,
+            protocol,
+            transport,
+            match,
+            details,
+            action,
+            reply,
+        ) = message
+        engine = self.engine
+        if key is not None and engine._seen_transaction(key, ts):
+            return
+        version, src, dst, proto, sport, dport = header
+        vlan, tunnel, smac = extra
+        pkt = Packet(ts, version, src, dst, proto, sport, dport, 0, 0, b"", vlan, tunnel)
+        pkt.smac = smac
+        engine._emit(pkt, evidence, protocol, transport, match, details, action, reply)
+
+    def run(self, paths: list[Path]) -> None:
+        engine = self.engine
+        process = engine.process
+        stats = self.stats
+        for file_index, path in enumerate(paths):
+            stats.files += 1
+            rstats = ReaderStats()
+            horizon = self.marks.get(file_index, -1)
+            following = self._apply(file_index, -1)
+            yielded = 0
+            try:
+                link = peek_link_type(str(path))
+                expression = build_filter(
+                    self.ports, vlan=link in (None, LINKTYPE_ETHERNET), part="rest"
+                )
+                with filtered_stream(path, expression) as stream:
+                    for ts, linktype, data, _wirelen in read_frames(stream, rstats):
+                        yielded += 1
+                        if ts > horizon:
+                            horizon = self._wait(file_index, ts)
+                            following = self._apply(file_index, ts)
+                        elif ts >= following:
+                            following = self._apply(file_index, ts)
+                        process(ts, linktype, data)
+                stats.prefiltered_files += 1
+                account_reader(stats, rstats, path)
+            except (PrefilterUnavailable, CaptureFormatError) as exc:
+                account_reader(stats, rstats, path)
+                if yielded:
+                    stats.prefiltered_files += 1
+                    stats.warnings.append(
+                        f"{path}: {exc}; packets after that point were not read "
+                        "(re-run this file with --no-prefilter if the file is not truncated)"
+                    )
+                else:
+                    self._wait(file_index, _INF)
+                    self._apply(file_index, _INF)
+                    self._whole_file(file_index, path, exc, stats)
+                    continue
+            self._wait(file_index, _INF)
+            self._apply(file_index, _INF)
+            if file_index in self.whole:
+                stats.warnings.append(
+                    f"{path}: its DNS was not read (tcpdump refused the DNS half of the "
+                    "filter); re-run this file with --workers 1"
+                )
+        while self.end is None:
+            self._receive()
+        _, _, counters, worker_stats, worker_replay = self.end
+        engine.absorb(counters, worker_stats)
+        stats.frames += worker_replay.frames
+        stats.bytes += worker_replay.bytes
+        for warning in worker_replay.warnings:
+            if warning not in stats.warnings:
+                stats.warnings.append(warning)
+
+    def _whole_file(self, file_index: int, path: Path, exc: Exception, stats: ReplayStats) -> None:
+        """tcpdump refused the file: read it all here, DNS included, as one process would."""
+        stats.warnings.append(f"{path}: prefilter unavailable ({exc}); reading all packets")
+        if file_index not in self.whole:
+            # The worker's tcpdump read DNS from the file that this one's refused: keeping
+            # both would report that DNS twice, so the worker's share stands and this file's
+            # other traffic is not read.
+            stats.warnings.append(f"{path}: only its DNS was read (tcpdump failed on one half)")
+            return
+        stats.unfiltered_files += 1
+        rstats = ReaderStats()
+        process = self.engine.process
+        with open(path, "rb") as f:
+            try:
+                for ts, linktype, data, _wirelen in read_frames(f, rstats):
+                    process(ts, linktype, data)
+            except CaptureFormatError as err:
+                stats.warnings.append(f"{path}: {err}")
+        account_reader(stats, rstats, path)
