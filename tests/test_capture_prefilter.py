@@ -42,6 +42,8 @@ CASES = {
     # name: (layer-3 packet, should pass)
     "dns query": (v4(UDP(sport=40000, dport=53) / (b"\0" * 20)), True),
     "dns response": (v4(UDP(sport=53, dport=40000) / (b"\0" * 20)), True),
+    "v6 dns response": (v6(UDP(sport=53, dport=40000) / (b"\0" * 20)), True),
+    "dns answer over tcp": (v4(TCP(sport=53, dport=40000, flags="PA") / (b"\0" * 20)), True),
     "dns over tcp that looks like a hello": (
         v4(TCP(sport=40000, dport=53, flags="PA") / HELLO),
         True,
@@ -181,9 +183,12 @@ def passing_frames(tmp_path: Path, frames: list, expression: str) -> set[bytes]:
 
 
 @pytest.mark.parametrize("tagging", ["untagged", "802.1Q", "QinQ"])
-def test_dns_and_rest_halves_are_disjoint_and_make_the_whole(tmp_path: Path, tagging: str) -> None:
+def test_worker_and_main_halves_are_disjoint_and_make_the_whole(
+    tmp_path: Path, tagging: str
+) -> None:
     """The two-process replay's halves: each packet the whole filter passes goes to exactly
-    one of them (plain DNS to the worker; fragments and extension headers to the rest)."""
+    one of them (plain DNS answers and QUIC to the worker; queries, TCP, fragments and
+    extension headers to the main process)."""
     frames = {}
     for name, (packet, _) in CASES.items():
         if tagging == "untagged":
@@ -196,10 +201,20 @@ def test_dns_and_rest_halves_are_disjoint_and_make_the_whole(tmp_path: Path, tag
     assert len(set(frames.values())) == len(frames)
     batch = [Ether(raw) for raw in frames.values()]
     whole = passing_frames(tmp_path, batch, build_filter(PORTS))
-    dns = passing_frames(tmp_path, batch, build_filter(PORTS, part="dns"))
-    rest = passing_frames(tmp_path, batch, build_filter(PORTS, part="rest"))
+    worker_half = passing_frames(tmp_path, batch, build_filter(PORTS, part="worker"))
+    main_half = passing_frames(tmp_path, batch, build_filter(PORTS, part="main"))
     assert whole == {frames[n] for n, (_, ok) in CASES.items() if ok}
-    assert not dns & rest
-    assert dns | rest == whole
-    plain_dns = {"dns query", "dns response", "v6 dns", "dns over tcp that looks like a hello"}
-    assert dns == {frames[n] for n in plain_dns}
+    assert not worker_half & main_half
+    assert worker_half | main_half == whole
+    worker = {
+        "dns response",
+        "v6 dns response",
+        "dns answer over tcp",
+        "quic long header",
+        "quic v2 initial",
+        "quic unknown version",
+        "quic version negotiation",
+        "v6 quic long header",
+        "v6 quic version negotiation",
+    }
+    assert worker_half == {frames[n] for n in worker}

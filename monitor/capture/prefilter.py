@@ -48,7 +48,7 @@ def _any_port(ports: Iterable[int]) -> str:
 
 #: Which share of the traffic a filter selects: everything the parsers use, or one of the two
 #: disjoint halves a two-process replay splits it into (see monitor.pipeline.parallel).
-FilterPart = Literal["all", "dns", "rest"]
+FilterPart = Literal["all", "worker", "main"]
 
 
 def build_filter(ports: PortConfig, vlan: bool = True, part: FilterPart = "all") -> str:
@@ -56,15 +56,19 @@ def build_filter(ports: PortConfig, vlan: bool = True, part: FilterPart = "all")
 
     ``vlan`` adds the tagged variants; libpcap refuses ``vlan`` on link types other than
     Ethernet (Linux cooked, raw IP, loopback), whose frames carry no tag in the packet anyway.
-    ``part="dns"`` keeps only plain (not tunnelled, not fragmented) packets on the DNS ports,
-    ``part="rest"`` everything else of ``"all"``: the two are disjoint and together are
-    ``"all"``, so two processes can share a file without a packet being seen twice or lost.
+    ``part="worker"`` keeps the DNS answers (source port a DNS port) and the QUIC packets, both
+    plain (not tunnelled, not fragmented, no IPv6 extension headers), ``part="main"``
+    everything else of ``"all"``: the two are disjoint and together are ``"all"``, so two
+    processes can share a file without a packet being seen twice or lost.
     """
     dns_any = _any_port(ports.dns)
-    # DNS the parser can read as it stands; IPv4 fragments go with the rest (the "opaque"
-    # clause below) to be counted there, and so does IPv6 with extension headers, which
-    # libpcap's port test does not walk.
-    dns_plain = f"({dns_any} and not (ip and ip[6:2] & 0x3fff != 0))"
+    # DNS answers the parser can read as they stand; IPv4 fragments go to the main half (the
+    # "opaque" clause below) to be counted there, and so does IPv6 with extension headers,
+    # which libpcap's port test does not walk.
+    answers = (
+        "(" + " or ".join(f"src port {p}" for p in sorted(ports.dns)) + ")" if ports.dns else _NEVER
+    )
+    answers_plain = f"({answers} and not (ip and ip[6:2] & 0x3fff != 0))"
     client_ports = sorted(ports.tls | ports.http)
     tcp_dst = _ports("tcp", "dst", client_ports)
     # IPv4: client segments with payload (IP total length - IP header - TCP header > 0).
@@ -149,10 +153,12 @@ def build_filter(ports: PortConfig, vlan: bool = True, part: FilterPart = "all")
     clauses = (v4, v6, v4_hello, v6_hello, quic, quic6, tunnels, syns, opaque, identity)
     if part == "all":
         core = "(" + " or ".join((dns_any, *clauses)) + ")"
-    elif part == "dns":
-        core = dns_plain
     else:
-        core = "((" + " or ".join(clauses) + f") and not {dns_plain})"
+        worker = f"({answers_plain} or {quic} or {quic6})"
+        if part == "worker":
+            core = worker
+        else:
+            core = "((" + " or ".join((dns_any, *clauses)) + f") and not {worker})"
     if not vlan:
         return core
     return f"{core} or (vlan and ({core} or (vlan and {core})))"

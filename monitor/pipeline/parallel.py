@@ -1,22 +1,24 @@
-"""Replay on two cores: plain DNS in a forked worker, everything else in this process.
+"""Replay on two cores: the parsing-heavy half of the traffic in a forked worker.
 
-Why this split: DNS is most of what passes the prefilter (about 60% of the packets on the
-benchmark workload) and depends on nothing else, while the rest needs only one thing from DNS:
-the vendor addresses answers resolve to (ip-resolved, monitor.pipeline.resolved). So the
-worker reads the file through its own tcpdump with the ``dns`` half of the BPF filter, this
-process reads the ``rest`` half (the halves are disjoint and add up to the whole filter), and
-the worker sends back, in packet order, its detections, the addresses it learned and how far
-it has got. This process applies each of those before its own first packet that is later in
-the capture, and waits for the worker when it is ahead of it: the events, the ip-resolved
-matches and the counters are those of a single process. (One difference: a DNS event and
-another event with the same timestamp to the nanosecond come out DNS first, whatever their
-order in the file.)
+Most of the work is parsing that needs nothing from other flows: a DNS answer's records, a
+QUIC connection's Initials (decrypted, CRYPTO frames put back in order, the ClientHello
+parsed). Most of what needs shared state is cheap: whether a DNS transaction was already
+reported, the blind-spot rate limits, the vendor addresses answers resolved to (ip-resolved),
+the identity store. So the worker reads the file through its own tcpdump with the ``worker``
+half of the BPF filter (plain DNS answers and QUIC), this process reads the ``main`` half
+(the halves are disjoint and add up to the whole filter), and the worker sends back, in packet
+order, what it parsed -- DNS detections with their transaction keys, QUIC ClientHellos, learned
+addresses -- and how far it has got. This process applies each before its own first packet
+that comes later in the capture, deciding there exactly as one process would (deduplicating,
+rate-limiting, attributing), and waits for the worker when it is ahead of it. Events and
+counters are those of a single process; two differences: an item of the worker and one of
+this process with the same timestamp to the nanosecond come out worker first, whatever their
+order in the file; and a QUIC connection whose Initials are partly plain and partly not (IPv6
+extension headers, IPv4 fragments) is tracked in two halves.
 
-Attribution stays here too: the identity traffic (DHCP, Kerberos, NTLM) is in the ``rest``
-half, and the worker's detections are attributed when they are applied, at their place in the
-capture. Not with the evidence recorder, which needs every candidate packet of both halves in
-one place. Only for files large enough for the fork to pay: small files, and so the sample
-pcaps, run in one process unless asked.
+Not with the evidence recorder (``on_packet``/``after_frame``), which needs every candidate
+packet in one place. Only for files large enough for the fork to pay: small files, and so the
+sample pcaps, run in one process unless asked.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from monitor.decode.packet import LINKTYPE_ETHERNET, Packet
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import Engine, EngineConfig
 from monitor.pipeline.resolved import ResolvedAddresses
+from monitor.protocols.tls import ClientHello
 
 #: Below this many bytes of capture a second process costs more than it saves (the fork, a
 #: second tcpdump); the sample pcaps and every test that compares events stay in one process.
@@ -88,17 +91,22 @@ class _ForwardedAddresses(ResolvedAddresses):
 
 
 class _WorkerEngine(Engine):
-    """The worker's engine: it parses DNS as usual but decides nothing that needs the other
-    half. A DNS transaction seen in both halves (the query with IPv6 extension headers, so
-    in the rest half, the answer plain) must still give one event, so whether a transaction
-    is new is asked of the main process's table, and the detection is made there, counted
-    and attributed by its engine. Learned addresses go the same way."""
+    """The worker's engine: it parses as usual but decides nothing that needs shared state.
+
+    A DNS transaction seen in both halves (the query in the main half, the answer here) must
+    still give one event, so a DNS detection goes to the main process with its transaction
+    key and is made there; a QUIC ClientHello goes there to be matched, rate-limited and
+    checked against resolved addresses; learned addresses go there too."""
 
     def __init__(self, matcher: Any, config: EngineConfig, send: Callable[..., None]) -> None:
         super().__init__(matcher, _unused_emit, config)
         self.resolved = _ForwardedAddresses(send)
         self._send = send
         self._transaction: tuple[Any, ...] | None = None
+
+    def _quic_hello(self, pkt: Packet, hello: ClientHello) -> None:
+        # Decrypting and reassembling was the work; what the hello means is decided there.
+        self._send(("quic", pkt.ts, _header(pkt), _extra(pkt), hello))
 
     def _seen_transaction(self, key: tuple[Any, ...], ts: int) -> bool:
         self._transaction = key  # decided by the main process, with the detection
@@ -116,14 +124,12 @@ class _WorkerEngine(Engine):
         reply: bool = False,
     ) -> None:
         key, self._transaction = self._transaction, None
-        header = (pkt.version, pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
-        extra = (pkt.vlan, pkt.tunnel, pkt.smac)
         self._send(
             (
                 "det",
                 pkt.ts,
-                header,
-                extra,
+                _header(pkt),
+                _extra(pkt),
                 key,
                 evidence,
                 protocol,
@@ -134,6 +140,23 @@ class _WorkerEngine(Engine):
                 reply,
             )
         )
+
+
+def _header(pkt: Packet) -> tuple[Any, ...]:
+    return (pkt.version, pkt.src, pkt.dst, pkt.proto, pkt.sport, pkt.dport)
+
+
+def _extra(pkt: Packet) -> tuple[Any, ...]:
+    return (pkt.vlan, pkt.tunnel, pkt.smac)
+
+
+def _packet(ts: int, header: tuple[Any, ...], extra: tuple[Any, ...]) -> Packet:
+    """The worker's packet again, as far as detections use it (no payload)."""
+    version, src, dst, proto, sport, dport = header
+    vlan, tunnel, smac = extra
+    pkt = Packet(ts, version, src, dst, proto, sport, dport, 0, 0, b"", vlan, tunnel)
+    pkt.smac = smac
+    return pkt
 
 
 def _unused_emit(d: Detection) -> None:  # pragma: no cover -- _WorkerEngine._emit replaces it
@@ -179,7 +202,7 @@ def _worker(
             last = 0
             vlan = peek_link_type(str(path)) in (None, LINKTYPE_ETHERNET)
             try:
-                with filtered_stream(path, build_filter(ports, vlan, part="dns")) as stream:
+                with filtered_stream(path, build_filter(ports, vlan, part="worker")) as stream:
                     for ts, linktype, data, _wirelen in read_frames(stream, rstats):
                         process(ts, linktype, data)
                         yielded += 1
@@ -284,7 +307,7 @@ class _Merger:
             self.marks[file_index] = _INF
         elif kind == "error":
             raise WorkerFailed(f"DNS worker failed:\n{message[2]}")
-        else:  # "det" or "learn": (file, kind, ts, ...)
+        else:  # "det", "quic" or "learn": (file, kind, ts, ...)
             self.pending.append(message)
 
     def _wait(self, file_index: int, ts: int) -> int:
@@ -305,8 +328,12 @@ class _Merger:
             if message[0] == file_index and message[2] > ts:
                 return message[2]
             pending.popleft()
-            if message[1] == "det":
+            kind = message[1]
+            if kind == "det":
                 self._detection(message)
+            elif kind == "quic":
+                _, _, when, header, extra, hello = message
+                engine._quic_hello(_packet(when, header, extra), hello)
             else:
                 _, _, when, address, ttl, match, recipient = message
                 engine.resolved.sweep(when)
@@ -335,10 +362,7 @@ class _Merger:
         engine = self.engine
         if key is not None and engine._seen_transaction(key, ts):
             return
-        version, src, dst, proto, sport, dport = header
-        vlan, tunnel, smac = extra
-        pkt = Packet(ts, version, src, dst, proto, sport, dport, 0, 0, b"", vlan, tunnel)
-        pkt.smac = smac
+        pkt = _packet(ts, header, extra)
         engine._emit(pkt, evidence, protocol, transport, match, details, action, reply)
 
     def run(self, paths: list[Path]) -> None:
@@ -354,7 +378,7 @@ class _Merger:
             try:
                 link = peek_link_type(str(path))
                 expression = build_filter(
-                    self.ports, vlan=link in (None, LINKTYPE_ETHERNET), part="rest"
+                    self.ports, vlan=link in (None, LINKTYPE_ETHERNET), part="main"
                 )
                 with filtered_stream(path, expression) as stream:
                     for ts, linktype, data, _wirelen in read_frames(stream, rstats):

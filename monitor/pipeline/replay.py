@@ -39,7 +39,7 @@ def replay_files(
     ``on_packet`` is the engine's candidate-packet hook (evidence); ``after_frame`` runs
     after each frame (to release documents held for evidence as packet time advances).
 
-    ``workers``: 1 runs in this process only; 2 puts plain DNS in a forked worker
+    ``workers``: 1 runs in this process only; 2 parses DNS answers and QUIC in a forked worker
     (monitor.pipeline.parallel) when the prefilter is in use and no hook needs every
     packet in one place (``on_packet``, ``after_frame``); None (the default) does the same as 2
     for captures large enough to gain from it. Events and counters are the same either way.
