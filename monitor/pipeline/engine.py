@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from monitor import __version__
 from monitor.blocklist.matcher import Matcher
@@ -212,6 +212,14 @@ class _Opened:
         self.next_seq = next_seq
 
 
+_K = TypeVar("_K")
+
+
+def _add_counts(into: dict[_K, int], more: dict[_K, int]) -> None:
+    for key, n in more.items():
+        into[key] = into.get(key, 0) + n
+
+
 def _has_vendor_cidrs(matcher: Matcher) -> bool:
     """Whether any listed network is a vendor's (blind-spot lists list resolvers' networks)."""
     return any(
@@ -309,6 +317,7 @@ class Engine:
         engine parses, both directions (the DNS answer, the server's half of the handshake)."""
         cfg = self.config
         sport, dport = pkt.sport, pkt.dport
+        ports: tuple[frozenset[int], ...]
         if pkt.proto == PROTO_UDP:
             ports = (cfg.dns_ports, cfg.quic_ports)
         elif pkt.proto == PROTO_TCP:
@@ -393,13 +402,9 @@ class Engine:
         for name, n in counters.items():
             self._absorbed[name] = self._absorbed.get(name, 0) + n
         mine = self.stats
-        for theirs, ours in (
-            (stats.by_protocol, mine.by_protocol),
-            (stats.by_evidence, mine.by_evidence),
-            (stats.by_vendor_protocol, mine.by_vendor_protocol),
-        ):
-            for key, n in theirs.items():
-                ours[key] = ours.get(key, 0) + n  # type: ignore[index]
+        _add_counts(mine.by_protocol, stats.by_protocol)
+        _add_counts(mine.by_evidence, stats.by_evidence)
+        _add_counts(mine.by_vendor_protocol, stats.by_vendor_protocol)
 
     def swap_matcher(self, matcher: Matcher) -> None:
         """Atomically use a new blocklist; flow state is kept, nothing in flight is lost."""

@@ -33,6 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from monitor.blocklist.matcher import Matcher
 from monitor.blocklist.model import Match
 from monitor.capture.files import ReplayStats, account_reader
 from monitor.capture.pcapfile import CaptureFormatError, ReaderStats, peek_link_type, read_frames
@@ -98,7 +99,9 @@ class _WorkerEngine(Engine):
     key and is made there; a QUIC ClientHello goes there to be matched, rate-limited and
     checked against resolved addresses; learned addresses go there too."""
 
-    def __init__(self, matcher: Any, config: EngineConfig, send: Callable[..., None]) -> None:
+    def __init__(
+        self, matcher: Matcher, config: EngineConfig, send: Callable[[tuple[Any, ...]], None]
+    ) -> None:
         super().__init__(matcher, _unused_emit, config)
         self.resolved = _ForwardedAddresses(send)
         self._send = send
@@ -183,7 +186,7 @@ class _Channel:
 def _worker(
     write_fd: int,
     paths: Sequence[Path],
-    matcher: Any,
+    matcher: Matcher,
     config: EngineConfig,
     ports: PortConfig,
 ) -> None:
@@ -278,7 +281,9 @@ def replay_split(
 class _Merger:
     """This process's side: its own packets, interleaved with the worker's messages."""
 
-    def __init__(self, pipe: BinaryIO, engine: Engine, ports: PortConfig, stats: ReplayStats):
+    def __init__(
+        self, pipe: BinaryIO, engine: Engine, ports: PortConfig, stats: ReplayStats
+    ) -> None:
         self.unpickler = pickle.Unpickler(pipe)
         self.engine = engine
         self.ports = ports
