@@ -126,6 +126,15 @@ CASES = {
 }
 
 
+def tagged(packet, tagging: str):  # type: ignore[no-untyped-def]
+    """``packet`` in an Ethernet frame, untagged, with an 802.1Q tag, or QinQ."""
+    if tagging == "untagged":
+        return Ether(src=MAC, dst=MAC) / packet
+    if tagging == "802.1Q":
+        return Ether(src=MAC, dst=MAC) / Dot1Q(vlan=110) / packet
+    return Ether(src=MAC, dst=MAC) / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
+
+
 def passed(tmp_path: Path, frames: list, expression: str) -> int:  # type: ignore[type-arg]
     src, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
     wrpcap(str(src), frames)
@@ -144,12 +153,7 @@ def test_filter_passes_what_parsers_need_and_nothing_else(
     tmp_path: Path, name: str, tagging: str
 ) -> None:
     packet, expected = CASES[name]
-    if tagging == "untagged":
-        frame = Ether(src=MAC, dst=MAC) / packet
-    elif tagging == "802.1Q":
-        frame = Ether(src=MAC, dst=MAC) / Dot1Q(vlan=110) / packet
-    else:
-        frame = Ether(src=MAC, dst=MAC) / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
+    frame = tagged(packet, tagging)
     assert passed(tmp_path, [frame], build_filter(PORTS)) == int(expected)
 
 
@@ -191,13 +195,7 @@ def test_worker_and_main_halves_are_disjoint_and_make_the_whole(
     extension headers to the main process)."""
     frames = {}
     for name, (packet, _) in CASES.items():
-        if tagging == "untagged":
-            frame = Ether(src=MAC, dst=MAC) / packet
-        elif tagging == "802.1Q":
-            frame = Ether(src=MAC, dst=MAC) / Dot1Q(vlan=110) / packet
-        else:
-            frame = Ether(src=MAC, dst=MAC) / Dot1AD(vlan=300) / Dot1Q(vlan=110) / packet
-        frames[name] = bytes(frame)
+        frames[name] = bytes(tagged(packet, tagging))
     assert len(set(frames.values())) == len(frames)
     batch = [Ether(raw) for raw in frames.values()]
     whole = passing_frames(tmp_path, batch, build_filter(PORTS))

@@ -4,7 +4,6 @@ is an error, never a hang or a silently shorter report."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shutil
@@ -21,19 +20,11 @@ from monitor.pipeline import parallel
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import EngineConfig
 from monitor.pipeline.replay import prefilter_for, replay_files
+from tests.test_samples import CAPTURES, ROOT
 
 pytestmark = pytest.mark.skipif(
     shutil.which("tcpdump") is None or not hasattr(os, "fork"), reason="needs tcpdump and fork"
 )
-
-ROOT = Path(__file__).resolve().parent.parent
-_spec = importlib.util.spec_from_file_location(
-    "update_expected", ROOT / "pcaps" / "update_expected.py"
-)
-assert _spec is not None and _spec.loader is not None
-update_expected = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(update_expected)
-CAPTURES = update_expected.sample_captures()
 
 
 def replay(paths: list[Path], workers: int) -> tuple[list[str], dict[str, int], list[str]]:

@@ -14,6 +14,7 @@ from monitor.capture.pcapfile import (
     read_frames,
 )
 from monitor.capture.prefilter import (
+    FilterPart,
     PortConfig,
     PrefilterUnavailable,
     build_filter,
@@ -65,10 +66,7 @@ def replay_frames(
         if prefilter is not None:
             yielded = 0
             try:
-                # VLAN clauses only where libpcap allows them: Ethernet (or unknown: try).
-                linktype = peek_link_type(str(path))
-                vlan = linktype in (None, LINKTYPE_ETHERNET)
-                with filtered_stream(path, build_filter(prefilter, vlan=vlan)) as stream:
+                with filtered_stream(path, filter_for_file(path, prefilter)) as stream:
                     for frame in read_frames(stream, rstats):
                         yielded += 1
                         yield frame
@@ -78,13 +76,8 @@ def replay_frames(
             except (PrefilterUnavailable, CaptureFormatError) as exc:
                 account_reader(stats, rstats, path)
                 if yielded:
-                    # Part of the file went through already (usually the tail is truncated);
-                    # re-reading it would report those packets twice, so say what was lost.
                     stats.prefiltered_files += 1
-                    stats.warnings.append(
-                        f"{path}: {exc}; packets after that point were not read "
-                        "(re-run this file with --no-prefilter if the file is not truncated)"
-                    )
+                    stats.warnings.append(partial_read_warning(path, exc))
                     continue
                 stats.warnings.append(f"{path}: prefilter unavailable ({exc}); reading all packets")
                 rstats = ReaderStats()
@@ -95,6 +88,22 @@ def replay_frames(
             except CaptureFormatError as exc:
                 stats.warnings.append(f"{path}: {exc}")
         account_reader(stats, rstats, path)
+
+
+def filter_for_file(path: Path, ports: PortConfig, part: FilterPart = "all") -> str:
+    """The prefilter expression for one file: with the VLAN clauses only where libpcap allows
+    them, on Ethernet (or an unknown link type: try)."""
+    vlan = peek_link_type(str(path)) in (None, LINKTYPE_ETHERNET)
+    return build_filter(ports, vlan=vlan, part=part)
+
+
+def partial_read_warning(path: Path, exc: Exception) -> str:
+    """Part of the file went through already (usually the tail is truncated); re-reading it
+    would report those packets twice, so the warning says what was lost."""
+    return (
+        f"{path}: {exc}; packets after that point were not read "
+        "(re-run this file with --no-prefilter if the file is not truncated)"
+    )
 
 
 def account_reader(stats: ReplayStats, rstats: ReaderStats, path: Path) -> None:

@@ -30,21 +30,26 @@ import signal
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from monitor.blocklist.matcher import Matcher
 from monitor.blocklist.model import Match
-from monitor.capture.files import ReplayStats, account_reader
-from monitor.capture.pcapfile import CaptureFormatError, ReaderStats, peek_link_type, read_frames
+from monitor.capture.files import (
+    ReplayStats,
+    account_reader,
+    filter_for_file,
+    partial_read_warning,
+)
+from monitor.capture.pcapfile import CaptureFormatError, ReaderStats, read_frames
 from monitor.capture.prefilter import (
     PortConfig,
     PrefilterUnavailable,
-    build_filter,
     filtered_stream,
     widen_pipe,
 )
-from monitor.decode.packet import LINKTYPE_ETHERNET, Packet
+from monitor.decode.packet import Packet
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import Engine, EngineConfig
 from monitor.pipeline.resolved import ResolvedAddresses
@@ -127,22 +132,25 @@ class _WorkerEngine(Engine):
         reply: bool = False,
     ) -> None:
         key, self._transaction = self._transaction, None
-        self._send(
-            (
-                "det",
-                pkt.ts,
-                _header(pkt),
-                _extra(pkt),
-                key,
-                evidence,
-                protocol,
-                transport,
-                match,
-                details,
-                action,
-                reply,
-            )
-        )
+        found = _Found(_header(pkt), _extra(pkt), key, evidence, protocol, transport, match)
+        found.details, found.action, found.reply = details, action, reply
+        self._send(("det", pkt.ts, found))
+
+
+@dataclass(slots=True)
+class _Found:
+    """A detection the worker made, for the main process to decide on and emit."""
+
+    header: tuple[Any, ...]  # see _header
+    extra: tuple[Any, ...]  # see _extra
+    transaction: tuple[Any, ...] | None  # the DNS transaction key, None for a CNAME hit
+    evidence: str
+    protocol: str
+    transport: str
+    match: Match
+    details: dict[str, Any] = field(default_factory=dict)
+    action: str = "vendor-access"
+    reply: bool = False
 
 
 def _header(pkt: Packet) -> tuple[Any, ...]:
@@ -203,9 +211,8 @@ def _worker(
             rstats = ReaderStats()
             yielded = 0
             last = 0
-            vlan = peek_link_type(str(path)) in (None, LINKTYPE_ETHERNET)
             try:
-                with filtered_stream(path, build_filter(ports, vlan, part="worker")) as stream:
+                with filtered_stream(path, filter_for_file(path, ports, "worker")) as stream:
                     for ts, linktype, data, _wirelen in read_frames(stream, rstats):
                         process(ts, linktype, data)
                         yielded += 1
@@ -217,7 +224,7 @@ def _worker(
                 stats.prefiltered_files += 1
             except (PrefilterUnavailable, CaptureFormatError) as exc:
                 if yielded:
-                    stats.warnings.append(f"{path}: {exc}; packets after that point were not read")
+                    stats.warnings.append(partial_read_warning(path, exc))
                 else:
                     send(("whole",))  # the main process reads this file whole, DNS included
             account_reader(stats, rstats, path)
@@ -335,7 +342,7 @@ class _Merger:
             pending.popleft()
             kind = message[1]
             if kind == "det":
-                self._detection(message)
+                self._detection(message[2], message[3])
             elif kind == "quic":
                 _, _, when, header, extra, hello = message
                 engine._quic_hello(_packet(when, header, extra), hello)
@@ -345,30 +352,23 @@ class _Merger:
                 engine.resolved.learn(when, address, ttl, match, recipient)
         return _INF
 
-    def _detection(self, message: tuple[Any, ...]) -> None:
-        """A worker's DNS detection, made here at its place in the capture: deduplicated
-        against this process's transactions, counted, and attributed with the identity
-        traffic read so far (which is exactly what precedes it)."""
-        (
-            _,
-            _,
-            ts,
-            header,
-            extra,
-            key,
-            evidence,
-            protocol,
-            transport,
-            match,
-            details,
-            action,
-            reply,
-        ) = message
+    def _detection(self, ts: int, found: _Found) -> None:
+        """A worker's detection, made here at its place in the capture: deduplicated against
+        this process's DNS transactions, counted, and attributed with the identity traffic
+        read so far (which is exactly what precedes it)."""
         engine = self.engine
-        if key is not None and engine._seen_transaction(key, ts):
+        if found.transaction is not None and engine._seen_transaction(found.transaction, ts):
             return
-        pkt = _packet(ts, header, extra)
-        engine._emit(pkt, evidence, protocol, transport, match, details, action, reply)
+        engine._emit(
+            _packet(ts, found.header, found.extra),
+            found.evidence,
+            found.protocol,
+            found.transport,
+            found.match,
+            found.details,
+            found.action,
+            found.reply,
+        )
 
     def run(self, paths: list[Path]) -> None:
         engine = self.engine
@@ -381,11 +381,7 @@ class _Merger:
             following = self._apply(file_index, -1)
             yielded = 0
             try:
-                link = peek_link_type(str(path))
-                expression = build_filter(
-                    self.ports, vlan=link in (None, LINKTYPE_ETHERNET), part="main"
-                )
-                with filtered_stream(path, expression) as stream:
+                with filtered_stream(path, filter_for_file(path, self.ports, "main")) as stream:
                     for ts, linktype, data, _wirelen in read_frames(stream, rstats):
                         yielded += 1
                         if ts > horizon:
@@ -400,10 +396,7 @@ class _Merger:
                 account_reader(stats, rstats, path)
                 if yielded:
                     stats.prefiltered_files += 1
-                    stats.warnings.append(
-                        f"{path}: {exc}; packets after that point were not read "
-                        "(re-run this file with --no-prefilter if the file is not truncated)"
-                    )
+                    stats.warnings.append(partial_read_warning(path, exc))
                 else:
                     self._wait(file_index, _INF)
                     self._apply(file_index, _INF)
@@ -413,8 +406,8 @@ class _Merger:
             self._apply(file_index, _INF)
             if file_index in self.whole:
                 stats.warnings.append(
-                    f"{path}: its DNS was not read (tcpdump refused the DNS half of the "
-                    "filter); re-run this file with --workers 1"
+                    f"{path}: its DNS answers and QUIC were not read (tcpdump refused the "
+                    "worker's half of the filter); re-run this file with --workers 1"
                 )
         while self.end is None:
             self._receive()
@@ -430,10 +423,12 @@ class _Merger:
         """tcpdump refused the file: read it all here, DNS included, as one process would."""
         stats.warnings.append(f"{path}: prefilter unavailable ({exc}); reading all packets")
         if file_index not in self.whole:
-            # The worker's tcpdump read DNS from the file that this one's refused: keeping
-            # both would report that DNS twice, so the worker's share stands and this file's
-            # other traffic is not read.
-            stats.warnings.append(f"{path}: only its DNS was read (tcpdump failed on one half)")
+            # The worker's tcpdump read its half of the file that this one's refused: reading
+            # the whole here would report that half twice, so the worker's share stands.
+            stats.warnings.append(
+                f"{path}: only its DNS answers and QUIC were read (tcpdump refused the main "
+                "half of the filter); re-run this file with --workers 1"
+            )
             return
         stats.unfiltered_files += 1
         rstats = ReaderStats()
