@@ -156,6 +156,12 @@ def test_alert_names_a_pcapng_with_the_lookup_and_the_client_hello_that_caused_i
     assert status["evidence"]["files_written"] == 1
     assert status["evidence"]["files_reused"] >= 1
     assert status["evidence"]["pending"] == 0
+    # The same numbers on the metrics endpoint, for the SOC's health alerts.
+    metrics = status["metrics"]
+    assert "egress_monitor_evidence_files_written_total 1.0" in metrics
+    assert f"egress_monitor_evidence_written_bytes_total {float(len(data))}" in metrics
+    assert 'egress_monitor_evidence_failures_total{reason="write-error"} 0.0' in metrics
+    assert "egress_monitor_evidence_held_alerts 0.0" in metrics
 
 
 def test_without_evidence_the_documents_are_the_same_less_the_evidence_fields(
@@ -166,6 +172,7 @@ def test_without_evidence_the_documents_are_the_same_less_the_evidence_fields(
     assert sensor.engine.on_packet is None
     assert not (tmp_path / "plain" / "state" / "evidence").exists()
     assert "evidence" not in sensor.status()
+    assert "egress_monitor_evidence_" not in sensor.status()["metrics"]
     with_evidence, _ = run_sensor(tmp_path / "with", evidence=True)
     stripped = copy.deepcopy(with_evidence)
     for doc in stripped:

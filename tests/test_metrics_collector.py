@@ -23,6 +23,7 @@ from monitor.blocklist.matcher import Matcher
 from monitor.metrics import (
     BlindSpotStats,
     BlocklistStats,
+    EvidenceMetrics,
     InterfaceStats,
     MetricsSnapshot,
     SinkStats,
@@ -74,6 +75,15 @@ def full_snapshot(counters: dict[str, int] | None = None) -> MetricsSnapshot:
         blocklists=BlocklistStats({"face-recognition@2026.11.26": 120}, NOW - 600, 1),
         flows_tracked=321,
         last_packet_time=NOW - 1,
+        evidence=EvidenceMetrics(
+            files_written=5,
+            bytes_written=81_920,
+            files_deleted=1,
+            not_written={"rate-limited": 2, "write-error": 1, "no-packets": 0},
+            packets_refused=4,
+            memory_bytes=65_536,
+            held_alerts=3,
+        ),
     )
 
 
@@ -189,6 +199,24 @@ def test_blind_spots_attribution_sinks_blocklists_and_flows() -> None:
     assert value(s, "egress_monitor_last_packet_timestamp_seconds") == NOW - 1
     assert value(s, "egress_monitor_start_timestamp_seconds") == NOW - 3600
     assert [lbl for lbl, _ in s["egress_monitor_build_info"]] == [{"version": "0.1.0"}]
+
+
+def test_evidence_files_and_why_an_alert_has_none() -> None:
+    """An alert without its evidence file still goes out; these series are how that shows."""
+    s = collect(full_snapshot())
+    assert value(s, "egress_monitor_evidence_files_written_total") == 5
+    assert value(s, "egress_monitor_evidence_written_bytes_total") == 81_920
+    assert value(s, "egress_monitor_evidence_deleted_files_total") == 1
+    failures = "egress_monitor_evidence_failures_total"
+    assert value(s, failures, reason="rate-limited") == 2
+    assert value(s, failures, reason="write-error") == 1
+    assert value(s, failures, reason="too-large") == 0  # every reason present, 0 or not
+    assert value(s, failures, reason="no-packets") == 0
+    assert value(s, "egress_monitor_evidence_refused_packets_total") == 4
+    assert value(s, "egress_monitor_evidence_memory_bytes") == 65_536
+    assert value(s, "egress_monitor_evidence_held_alerts") == 3
+    # Without a recorder there is nothing to report, and zeros would look like health.
+    assert not [n for n in collect(MetricsSnapshot(start_time=NOW)) if "evidence" in n]
 
 
 def test_unknown_times_are_absent_rather_than_zero() -> None:

@@ -12,6 +12,7 @@ from monitor.metrics.server import DEFAULT_PORT, MetricsServer, serve_metrics
 from monitor.metrics.snapshot import (
     BlindSpotStats,
     BlocklistStats,
+    EvidenceMetrics,
     InterfaceStats,
     MetricsSnapshot,
     SinkStats,
@@ -22,6 +23,7 @@ __all__ = [
     "DEFAULT_PORT",
     "BlindSpotStats",
     "BlocklistStats",
+    "EvidenceMetrics",
     "InterfaceStats",
     "MetricsServer",
     "MetricsSnapshot",

@@ -25,6 +25,8 @@ from prometheus_client.registry import Collector
 
 from monitor import __version__
 from monitor.metrics.labels import (
+    EVIDENCE_FAILURE_REASONS,
+    evidence_reason_label,
     interface_label,
     list_label,
     outcome_label,
@@ -123,6 +125,7 @@ class SnapshotCollector(Collector):
         yield from self._engine(snap.counters)
         yield from self._detections(snap)
         yield from self._outputs(snap)
+        yield from self._evidence(snap)
 
     # -- process ------------------------------------------------------------------------------
 
@@ -361,4 +364,54 @@ class SnapshotCollector(Collector):
             _name("blocklist_reload_failures"),
             "Blocklist reloads that failed (the previous lists stay in use).",
             value=bl.reload_failures,
+        )
+
+    # -- evidence -----------------------------------------------------------------------------
+
+    def _evidence(self, snap: MetricsSnapshot) -> Iterator[_Family]:
+        """Absent unless an evidence recorder is configured (no zeros that look like health)."""
+        ev = snap.evidence
+        if ev is None:
+            return
+        yield CounterMetricFamily(
+            _name("evidence_files_written"),
+            "Evidence pcapng files written, one per alert.",
+            value=ev.files_written,
+        )
+        yield CounterMetricFamily(
+            _name("evidence_written_bytes"),
+            "Bytes of evidence pcapng files written.",
+            value=ev.bytes_written,
+        )
+        failures: dict[tuple[str, ...], float] = {
+            (reason,): 0 for reason in sorted(EVIDENCE_FAILURE_REASONS)
+        }
+        for raw, n in ev.not_written.items():
+            _add(failures, (evidence_reason_label(raw),), n)
+        yield _counter(
+            _name("evidence_failures"),
+            "Alerts that went out without an evidence file, by reason.",
+            ["reason"],
+            failures,
+        )
+        yield CounterMetricFamily(
+            _name("evidence_deleted_files"),
+            "Oldest evidence files deleted to keep the directory under its byte cap.",
+            value=ev.files_deleted,
+        )
+        yield CounterMetricFamily(
+            _name("evidence_refused_packets"),
+            "Candidate packets not held for evidence (bigger than the memory budget, or a "
+            "link type pcapng cannot carry).",
+            value=ev.packets_refused,
+        )
+        yield GaugeMetricFamily(
+            _name("evidence_memory_bytes"),
+            "Bytes of candidate packets held in memory for evidence.",
+            value=ev.memory_bytes,
+        )
+        yield GaugeMetricFamily(
+            _name("evidence_held_alerts"),
+            "Alerts held until the packets that follow them are in their evidence file.",
+            value=ev.held_alerts,
         )

@@ -38,6 +38,16 @@ ATTRIBUTION_OUTCOMES = frozenset(
     }
 )
 
+#: Why an alert's evidence file was not written (see monitor.alerts.evidence.EvidenceStats).
+EVIDENCE_FAILURE_REASONS = frozenset(
+    {
+        "rate-limited",  # max_files_per_minute reached
+        "too-large",  # one file would exceed the directory's byte cap
+        "write-error",  # the file system refused (full disk, permissions)
+        "no-packets",  # no packet of the alert's flows was held (e.g. started before the sensor)
+    }
+)
+
 _MAX_LEN = 64
 _ALLOWED = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@+-]*")
 _TOKEN = re.compile(r"[a-z0-9][a-z0-9-]*")  # vendor ids, protocols: no dots, no colons
@@ -99,6 +109,10 @@ def severity_label(value: str) -> str:
 
 def outcome_label(value: str) -> str:
     return value if value in ATTRIBUTION_OUTCOMES else OTHER
+
+
+def evidence_reason_label(value: str) -> str:
+    return value if value in EVIDENCE_FAILURE_REASONS else OTHER
 
 
 def list_label(value: str) -> str:

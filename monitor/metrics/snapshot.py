@@ -68,6 +68,25 @@ class BlocklistStats:
 
 
 @dataclass(slots=True)
+class EvidenceMetrics:
+    """The evidence recorder, when ``evidence:`` is configured: the pcapng file per alert.
+
+    An alert whose evidence could not be written still goes out (without ``alert.evidence``),
+    so a failure here is silent in the alert stream: these counters are how it shows.
+    ``not_written`` is keyed by reason (``EVIDENCE_FAILURE_REASONS`` in
+    :mod:`monitor.metrics.labels`).
+    """
+
+    files_written: int = 0
+    bytes_written: int = 0
+    files_deleted: int = 0  # oldest files removed to keep the directory under its byte cap
+    not_written: dict[str, int] = field(default_factory=dict)
+    packets_refused: int = 0  # frames too big for the memory budget or pcapng
+    memory_bytes: int = 0  # gauge: candidate packets held in memory
+    held_alerts: int = 0  # gauge: alerts waiting for their evidence to be written
+
+
+@dataclass(slots=True)
 class MetricsSnapshot:
     """Everything one scrape exports. Build a new one per scrape; do not mutate it afterwards.
 
@@ -88,3 +107,4 @@ class MetricsSnapshot:
     blocklists: BlocklistStats = field(default_factory=BlocklistStats)
     flows_tracked: int = 0  # gauge: entries in the flow table now
     last_packet_time: float | None = None
+    evidence: EvidenceMetrics | None = None  # None: no evidence recorder configured

@@ -95,6 +95,7 @@ from monitor.metrics.server import MetricsServer, serve_metrics
 from monitor.metrics.snapshot import (
     BlindSpotStats,
     BlocklistStats,
+    EvidenceMetrics,
     InterfaceStats,
     MetricsSnapshot,
     SinkStats,
@@ -865,6 +866,7 @@ class Sensor:
             attribution = dict(self._attribution)
             iface_last = dict(self._iface_last)
             errors = self._processing_errors
+            evidence = self._evidence_metrics()
         if errors:
             counters["processing_errors"] = errors
         interfaces = {
@@ -907,6 +909,28 @@ class Sensor:
             ),
             flows_tracked=flows,
             last_packet_time=last_ts / 1e9 if last_ts else None,
+            evidence=evidence,
+        )
+
+    def _evidence_metrics(self) -> EvidenceMetrics | None:
+        """The recorder's counters as the exporter names them (caller holds the lock)."""
+        recorder = self.evidence
+        if recorder is None:
+            return None
+        st = recorder.stats
+        return EvidenceMetrics(
+            files_written=st.files_written,
+            bytes_written=st.bytes_written,
+            files_deleted=st.files_deleted,
+            not_written={
+                "rate-limited": st.files_rate_limited,
+                "too-large": st.too_large,
+                "write-error": st.write_errors,
+                "no-packets": st.no_packets,
+            },
+            packets_refused=st.packets_refused,
+            memory_bytes=st.memory_bytes,
+            held_alerts=recorder.pending,
         )
 
     def status(self) -> dict[str, Any]:
