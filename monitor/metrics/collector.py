@@ -373,16 +373,27 @@ class SnapshotCollector(Collector):
         ev = snap.evidence
         if ev is None:
             return
-        yield CounterMetricFamily(
-            _name("evidence_files_written"),
-            "Evidence pcapng files written, one per alert.",
-            value=ev.files_written,
+        counters = (
+            (
+                "evidence_files_written",
+                "Evidence pcapng files written, one per alert.",
+                ev.files_written,
+            ),
+            ("evidence_written_bytes", "Bytes of evidence pcapng files written.", ev.bytes_written),
+            (
+                "evidence_deleted_files",
+                "Oldest evidence files deleted to keep the directory under its byte cap.",
+                ev.files_deleted,
+            ),
+            (
+                "evidence_refused_packets",
+                "Candidate packets not held for evidence (bigger than the memory budget, or a "
+                "link type pcapng cannot carry).",
+                ev.packets_refused,
+            ),
         )
-        yield CounterMetricFamily(
-            _name("evidence_written_bytes"),
-            "Bytes of evidence pcapng files written.",
-            value=ev.bytes_written,
-        )
+        for name, doc, count in counters:
+            yield CounterMetricFamily(_name(name), doc, value=count)
         failures: dict[tuple[str, ...], float] = {
             (reason,): 0 for reason in sorted(EVIDENCE_FAILURE_REASONS)
         }
@@ -394,24 +405,17 @@ class SnapshotCollector(Collector):
             ["reason"],
             failures,
         )
-        yield CounterMetricFamily(
-            _name("evidence_deleted_files"),
-            "Oldest evidence files deleted to keep the directory under its byte cap.",
-            value=ev.files_deleted,
+        gauges = (
+            (
+                "evidence_memory_bytes",
+                "Bytes of candidate packets held in memory for evidence.",
+                ev.memory_bytes,
+            ),
+            (
+                "evidence_held_alerts",
+                "Alerts held until the packets that follow them are in their evidence file.",
+                ev.held_alerts,
+            ),
         )
-        yield CounterMetricFamily(
-            _name("evidence_refused_packets"),
-            "Candidate packets not held for evidence (bigger than the memory budget, or a "
-            "link type pcapng cannot carry).",
-            value=ev.packets_refused,
-        )
-        yield GaugeMetricFamily(
-            _name("evidence_memory_bytes"),
-            "Bytes of candidate packets held in memory for evidence.",
-            value=ev.memory_bytes,
-        )
-        yield GaugeMetricFamily(
-            _name("evidence_held_alerts"),
-            "Alerts held until the packets that follow them are in their evidence file.",
-            value=ev.held_alerts,
-        )
+        for name, doc, level in gauges:
+            yield GaugeMetricFamily(_name(name), doc, value=level)
