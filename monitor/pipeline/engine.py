@@ -205,11 +205,13 @@ def tls_details(hello: ClientHello, transport: Transport) -> dict[str, Any]:
 
 
 class _Opened:
-    __slots__ = ("last_seen", "next_seq")
+    __slots__ = ("last_seen", "next_seq", "syn")
 
     def __init__(self, ts: int, next_seq: int) -> None:
         self.last_seen = ts
         self.next_seq = next_seq
+        # With the evidence hook: the SYN, handed over if the connection turns out to be TLS.
+        self.syn: tuple[Packet, int, bytes] | None = None
 
 
 _K = TypeVar("_K")
@@ -256,8 +258,9 @@ class Engine:
         self.matcher = matcher
         self.identity = identity
         #: Called with (packet, link type, frame) for each candidate packet -- DNS, TLS,
-        #: HTTP or QUIC by port, either direction -- before the engine looks at it; the
-        #: evidence recorder keeps those frames. None (the default) costs one check a frame.
+        #: HTTP or QUIC by port, either direction -- before the engine looks at it, and for
+        #: TLS on an unlisted port once its hello has shown it (with the SYN kept till then);
+        #: the evidence recorder keeps those frames. None (the default) costs one check a frame.
         self.on_packet = on_packet
         self.emit_detection = emit
         self.config = config or EngineConfig()
@@ -295,8 +298,7 @@ class Engine:
         if pkt is None:
             return
         self.last_packet_ts = ts
-        if self.on_packet is not None:
-            self._candidate(pkt, linktype, data)
+        handed = self.on_packet is not None and self._candidate(pkt, linktype, data)
         if pkt.proto == PROTO_UDP:
             cfg = self.config
             if pkt.dport in cfg.dns_ports or pkt.sport in cfg.dns_ports:
@@ -309,12 +311,15 @@ class Engine:
                 self.identity.udp(pkt)
         elif pkt.proto == PROTO_TCP:
             self._tcp(pkt)
+            if self.on_packet is not None and not handed:
+                self._unlisted_candidate(pkt, linktype, data)
         if ts >= self._next_sweep:
             self._sweep(ts)
 
-    def _candidate(self, pkt: Packet, linktype: int, data: bytes) -> None:
+    def _candidate(self, pkt: Packet, linktype: int, data: bytes) -> bool:
         """Hand ``on_packet`` the frames that could become an alert's evidence: the ports the
-        engine parses, both directions (the DNS answer, the server's half of the handshake)."""
+        engine parses, both directions (the DNS answer, the server's half of the handshake).
+        True if it did."""
         cfg = self.config
         sport, dport = pkt.sport, pkt.dport
         ports: tuple[frozenset[int], ...]
@@ -323,12 +328,31 @@ class Engine:
         elif pkt.proto == PROTO_TCP:
             ports = (cfg.dns_ports, cfg.tls_ports, cfg.http_ports)
         else:
-            return
+            return False
         for group in ports:
             if dport in group or sport in group:
                 assert self.on_packet is not None
                 self.on_packet(pkt, linktype, data)
-                return
+                return True
+        return False
+
+    def _unlisted_candidate(self, pkt: Packet, linktype: int, data: bytes) -> None:
+        """TLS on a port nobody listed is known only once its hello arrives, after the
+        engine has seen the segment: then hand over the connection's SYN (kept until now)
+        and the segment, and every later segment of the flow."""
+        on_packet = self.on_packet
+        assert on_packet is not None
+        key = (pkt.src, pkt.dst, pkt.sport, pkt.dport)
+        flow = self.flows.get(key)
+        opened = self.unlisted_syns.get(key)
+        if flow is None or flow.kind != "tls":
+            if opened is not None and pkt.flags & TCP_SYN and not pkt.flags & TCP_ACK:
+                opened.syn = (pkt, linktype, data)
+            return
+        if opened is not None and opened.syn is not None:
+            on_packet(*opened.syn)
+            opened.syn = None
+        on_packet(pkt, linktype, data)
 
     def _sweep(self, ts: int) -> None:
         """Expire idle state in every table; once per second of packet time, not per packet."""
