@@ -1,6 +1,6 @@
-"""Two-process replay (plain DNS in a forked worker): the same events and counters as one
-process across file boundaries, whatever the worker's pace, and a worker that fails or dies
-is an error, never a hang or a silently shorter report."""
+"""Two-process replay (DNS answers and QUIC in a forked worker): the same events and counters
+as one process across file boundaries, whatever the worker's pace, and a worker that fails or
+dies is an error, never a hang or a silently shorter report."""
 
 from __future__ import annotations
 

@@ -40,9 +40,9 @@ def test_replay_gives_exactly_the_expected_events(capture: Path) -> None:
 
 @pytest.mark.parametrize("capture", CAPTURES, ids=IDS)
 def test_two_process_replay_gives_the_same_events_and_counters(capture: Path) -> None:
-    """Plain DNS in a forked worker (monitor.pipeline.parallel, the default for large files)
-    changes nothing: same events in the same order, attribution and ip-resolved included,
-    and the same counters as one process."""
+    """DNS answers and QUIC parsed in a forked worker (monitor.pipeline.parallel, the default
+    for large files) change nothing: same events in the same order, attribution and
+    ip-resolved included, and the same counters as one process."""
     expected = json.loads(update_expected.expected_path(capture).read_text())
     _, one = update_expected.sensor_events(capture, workers=1)
     docs, two = update_expected.sensor_events(capture, workers=2)

@@ -421,7 +421,7 @@ class Engine:
         return out
 
     def absorb(self, counters: dict[str, int], stats: EngineStats) -> None:
-        """Count in what another engine saw of the same capture (the DNS worker of a
+        """Count in what another engine saw of the same capture (the worker of a
         two-process replay, monitor.pipeline.parallel), so summaries and tests see one total."""
         for name, n in counters.items():
             self._absorbed[name] = self._absorbed.get(name, 0) + n

@@ -171,7 +171,7 @@ def _packet(ts: int, header: tuple[Any, ...], extra: tuple[Any, ...]) -> Packet:
 
 
 def _unused_emit(d: Detection) -> None:  # pragma: no cover -- _WorkerEngine._emit replaces it
-    raise AssertionError("the DNS worker forwards detections, it never emits them")
+    raise AssertionError("the worker forwards its detections, it never emits them")
 
 
 class _Channel:
@@ -198,7 +198,7 @@ def _worker(
     config: EngineConfig,
     ports: PortConfig,
 ) -> None:
-    """The forked DNS worker; never returns (os._exit), never touches the parent's files."""
+    """The forked worker; never returns (os._exit), never touches the parent's files."""
     status = 0
     channel = _Channel(write_fd)
     send = channel.send
@@ -226,7 +226,7 @@ def _worker(
                 if yielded:
                     stats.warnings.append(partial_read_warning(path, exc))
                 else:
-                    send(("whole",))  # the main process reads this file whole, DNS included
+                    send(("whole",))  # the main process reads this file whole, both halves
             account_reader(stats, rstats, path)
             send(("done",))
             channel.flush()
@@ -245,7 +245,7 @@ def _worker(
 
 
 class WorkerFailed(RuntimeError):
-    """The DNS worker died or raised; its traceback is in the message."""
+    """The worker died or raised; its traceback is in the message."""
 
 
 def replay_split(
@@ -254,7 +254,7 @@ def replay_split(
     ports: PortConfig,
     stats: ReplayStats,
 ) -> None:
-    """Replay ``paths`` through ``engine`` with plain DNS in a forked worker (module docstring).
+    """Replay ``paths`` through ``engine`` with a forked worker (see the module docstring).
 
     ``engine`` ends up with every detection emitted through its callback, in capture order,
     and with the worker's counters absorbed into its own.
@@ -275,7 +275,7 @@ def replay_split(
         _, status = os.waitpid(pid, 0)
         reaped = True
         if status != 0:
-            raise WorkerFailed(f"DNS worker exited with status {status}")
+            raise WorkerFailed(f"replay worker exited with status {status}")
     finally:
         if not reaped:
             try:
@@ -306,7 +306,7 @@ class _Merger:
         try:
             message = self.unpickler.load()
         except EOFError:
-            raise WorkerFailed("DNS worker stopped without finishing") from None
+            raise WorkerFailed("replay worker stopped without finishing") from None
         file_index, kind = message[0], message[1]
         if kind == "mark":
             self.marks[file_index] = message[2]
@@ -318,7 +318,7 @@ class _Merger:
             self.end = message
             self.marks[file_index] = _INF
         elif kind == "error":
-            raise WorkerFailed(f"DNS worker failed:\n{message[2]}")
+            raise WorkerFailed(f"replay worker failed:\n{message[2]}")
         else:  # "det", "quic" or "learn": (file, kind, ts, ...)
             self.pending.append(message)
 
