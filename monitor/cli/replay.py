@@ -204,7 +204,7 @@ def add_parser(sub: Any) -> None:
         choices=(1, 2),
         default=None,
         help="1: one process; 2: DNS answers and QUIC parsed in a second process with its "
-        "own tcpdump (same events; about 1.5x faster on two cores). Default: 2 for captures "
+        "own tcpdump (same events; about 1.3x faster on two cores). Default: 2 for captures "
         "over 32 MiB when there are two cores and the prefilter is in use, else 1",
     )
     add_engine_options(p)
