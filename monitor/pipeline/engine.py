@@ -210,8 +210,9 @@ class _Opened:
     def __init__(self, ts: int, next_seq: int) -> None:
         self.last_seen = ts
         self.next_seq = next_seq
-        # With the evidence hook: the SYN, handed over if the connection turns out to be TLS.
-        self.syn: tuple[Packet, int, bytes] | None = None
+        # With the evidence hook: the SYN's (time, link type, frame), handed over if the
+        # connection turns out to be TLS (the frame alone: a table full of SYNs stays small).
+        self.syn: tuple[int, int, bytes] | None = None
 
 
 _K = TypeVar("_K")
@@ -347,11 +348,15 @@ class Engine:
         opened = self.unlisted_syns.get(key)
         if flow is None or flow.kind != "tls":
             if opened is not None and pkt.flags & TCP_SYN and not pkt.flags & TCP_ACK:
-                opened.syn = (pkt, linktype, data)
+                opened.syn = (pkt.ts, linktype, data)
             return
         if opened is not None and opened.syn is not None:
-            on_packet(*opened.syn)
+            ts, syn_linktype, frame = opened.syn
             opened.syn = None
+            # Decoded again by a decoder of its own: the engine's counted this frame already.
+            syn = Decoder().decode(ts, syn_linktype, frame)
+            if syn is not None:
+                on_packet(syn, syn_linktype, frame)
         on_packet(pkt, linktype, data)
 
     def _sweep(self, ts: int) -> None:
