@@ -17,13 +17,16 @@ import pytest
 from monitor.blocklist.loader import load_blocklists, shipped_blocklist_dir
 from monitor.events.ecs import to_ecs
 from monitor.pipeline import parallel
+from monitor.pipeline import replay as replay_module
 from monitor.pipeline.detection import Detection
 from monitor.pipeline.engine import EngineConfig
 from monitor.pipeline.replay import prefilter_for, replay_files
 from tests.test_samples import CAPTURES, ROOT
 
 pytestmark = pytest.mark.skipif(
-    shutil.which("tcpdump") is None or not hasattr(os, "fork"), reason="needs tcpdump and fork"
+    shutil.which("tcpdump") is None
+    or not parallel.split_possible(CAPTURES, EngineConfig(), force=True),
+    reason="needs tcpdump, fork and two cores",
 )
 
 
@@ -44,12 +47,23 @@ def replay(paths: list[Path], workers: int) -> tuple[list[str], dict[str, int], 
     return lines, counters, stats.warnings
 
 
-def test_all_samples_in_one_replay_give_the_same_events_and_counters() -> None:
+def test_all_samples_in_one_replay_give_the_same_events_and_counters(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Many files in one run: the worker's messages stay with their file, state carries over
     from file to file as in one process, and a file libpcap refuses (the pcapng whose two
     interfaces have different link types) is read whole by the main process."""
     one = replay(CAPTURES, workers=1)
+    splits: list[int] = []
+    real_split = replay_module.replay_split
+
+    def counted(*args: Any) -> None:
+        splits.append(1)
+        real_split(*args)
+
+    monkeypatch.setattr(replay_module, "replay_split", counted)
     two = replay(CAPTURES, workers=2)
+    assert splits == [1], "the two-process path was not taken"
     assert two[0] == one[0]
     assert two[1] == one[1]
     assert two[2] == one[2]
