@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.attribution.bindings import (
+    KIND_IP_HOST,
     KIND_IP_MAC,
     KIND_IP_USER,
     KIND_MAC_HOST,
@@ -816,6 +817,31 @@ def test_splice_extends_a_binding_on_agreeing_evidence_and_cuts_it_on_disagreein
     assert [(b.end_ns, b.end_reason) for b in change.updates] == [(50, "superseded")]
     assert change.insert == other
     assert not splice(None, None, Binding(KIND_IP_MAC, POOL_IP, WS01_MAC, 5, 5, 5, "dhcp"))
+
+
+def test_agreeing_evidence_keeps_the_stronger_source_and_its_origin():
+    """A Kerberos machine account confirmed later by an NTLM workstation name stays a
+    Kerberos binding (the precedence's first choice while the ticket covers the time); the
+    other way round Kerberos takes over; between equals the newer evidence names the source."""
+    rank = {"kerberos": 2, "ntlm": 1}
+
+    def rank_of(b: Binding) -> int:
+        return rank[b.source]
+
+    kerberos = Binding(KIND_IP_HOST, POOL_IP, "ws02", 0, 100, 0, "kerberos", origin="AS-REP", id=1)
+    ntlm = Binding(KIND_IP_HOST, POOL_IP, "ws02", 50, 80, 50, "ntlm", origin="AUTHENTICATE")
+    (kept,) = splice(kerberos, None, ntlm, new_rank=1, rank_of=rank_of).updates
+    assert (kept.source, kept.origin, kept.last_ns, kept.end_ns) == ("kerberos", "AS-REP", 50, 100)
+    first = Binding(KIND_IP_HOST, POOL_IP, "ws02", 0, 100, 0, "ntlm", origin="AUTHENTICATE", id=1)
+    later = Binding(KIND_IP_HOST, POOL_IP, "ws02", 50, 200, 50, "kerberos", origin="AS-REP")
+    (taken,) = splice(first, None, later, new_rank=2, rank_of=rank_of).updates
+    assert (taken.source, taken.origin, taken.end_ns) == ("kerberos", "AS-REP", 200)
+    # The same Kerberos evidence seen again (a second replay into the store) changes nothing.
+    assert not splice(taken, None, later, new_rank=2, rank_of=rank_of).updates
+    user = Binding(KIND_IP_USER, POOL_IP, "alice", 0, 100, 0, "kerberos", origin="AS-REP", id=2)
+    logon = Binding(KIND_IP_USER, POOL_IP, "alice", 50, 100, 50, "ntlm", origin="AUTHENTICATE")
+    (newer,) = splice(user, None, logon, new_rank=1, rank_of=lambda b: 1).updates
+    assert (newer.source, newer.origin) == ("ntlm", "AUTHENTICATE")
 
 
 # --------------------------------------------------------------------------- properties

@@ -314,7 +314,7 @@ def splice(
     change = Change()
     if prev is not None and prev.covers(s):
         if same_value(kind, prev.value, new.value):
-            return _extend(prev, nxt, new)
+            return _extend(prev, nxt, new, new_rank, rank_of)
         if rank_of is not None and new_rank < rank_of(prev):
             return change
         if contest:
@@ -351,14 +351,40 @@ def _later(a: int | None, b: int | None) -> int | None:
     return max(a, b)
 
 
-def _extend(prev: Binding, nxt: Binding | None, new: Binding) -> Change:
+def _credited(
+    prev: Binding, new: Binding, new_rank: int, rank_of: Callable[[Binding], int] | None
+) -> tuple[str, str | None]:
+    """The source (and origin) an extended binding names: the stronger evidence, else the
+    newer. A Kerberos machine account confirmed later by an NTLM workstation name stays a
+    Kerberos binding, as the precedence says while its ticket covers the time; and a replay
+    into a store that already holds the capture then finds the same source at every point,
+    not the one that later evidence left behind."""
+    if rank_of is not None:
+        prev_rank = rank_of(prev)
+        if new_rank != prev_rank:
+            winner = new if new_rank > prev_rank else prev
+            return winner.source, winner.origin if winner.source != prev.source else prev.origin
+    if new.last_ns >= prev.last_ns and new.source != prev.source:
+        return new.source, new.origin
+    return prev.source, prev.origin
+
+
+def _extend(
+    prev: Binding,
+    nxt: Binding | None,
+    new: Binding,
+    new_rank: int = 1,
+    rank_of: Callable[[Binding], int] | None = None,
+) -> Change:
     kind = new.kind
     value, detail = merge_values(kind, prev, new)
     last = max(prev.last_ns, new.last_ns)
-    source = new.source if new.last_ns >= prev.last_ns else prev.source
+    source, origin = _credited(prev, new, new_rank, rank_of)
     if prev.hard_ended:
         # The evidence predates the release (or the next holder): it cannot outlive it.
-        updated = replace(prev, value=value, detail=detail, last_ns=last, source=source)
+        updated = replace(
+            prev, value=value, detail=detail, last_ns=last, source=source, origin=origin
+        )
         return Change(updates=[updated]) if updated != prev else Change()
     end = _max_end(prev.end_ns, new.end_ns)
     reason: str | None = None
@@ -381,6 +407,7 @@ def _extend(prev: Binding, nxt: Binding | None, new: Binding) -> Change:
         end_reason=reason,
         last_ns=last,
         source=source,
+        origin=origin,
     )
     if updated != prev:
         change.updates.append(updated)
